@@ -1,0 +1,1 @@
+"""The host side: disk image formats, differencing chains and the I/O path."""

@@ -1,0 +1,1 @@
+"""VMs, snapshots, the ``drivebay`` command line and the mount tool."""
