@@ -1,0 +1,476 @@
+"""The x86 CPU: unicorn runs the instructions, this loop does the rest of a PC CPU.
+
+Unicorn executes guest code but has no interrupt pins, no local APIC and no
+notion of virtual time.  This module supplies them:
+
+* port I/O (IN/OUT and the string forms) goes to ``hw.memory.IoSpace``;
+* MMIO windows of ``hw.memory.MmioSpace`` are mapped page by page with
+  ``mmio_map`` as devices add and remove them (PCI BARs move at run time);
+* hardware interrupts are taken at instruction boundaries between
+  ``emu_start`` slices when EFLAGS.IF is set, and software interrupts and CPU
+  exceptions (which unicorn hands to UC_HOOK_INTR without delivering) are
+  delivered here too: through the IVT in real mode, through the IDT in
+  protected mode (Intel SDM vol. 3, 6.12 and 20.1.4);
+* HLT ends a slice: with IF=1 the loop skips virtual time to the next timer
+  deadline, with IF=0 the guest is stopped for good;
+* a triple fault, an access to unmapped memory or a guest that exceeds its
+  time budget ends the run with a GuestRunError naming the guest address.
+
+Not supported yet: paging during interrupt delivery, task gates, privilege
+changes (ring 3 interrupted), virtual-8086 mode.
+"""
+
+import enum
+import struct
+import time
+from dataclasses import dataclass
+
+from unicorn import (UC_ARCH_X86, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED,
+                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_INSN, UC_HOOK_INTR,
+                     UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED,
+                     UC_MODE_32, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, Uc, UcError)
+from unicorn import x86_const as X
+
+from drivebay import trace
+from drivebay.errors import GuestRunError
+
+PAGE = 0x1000
+SLICE_US = 10_000              # longest stretch of guest code between interrupt checks
+EFLAGS_IF = 1 << 9
+EFLAGS_TF = 1 << 8
+EFLAGS_AC = 1 << 18
+EFLAGS_NT = 1 << 14
+EFLAGS_RF = 1 << 16
+EFLAGS_VM = 1 << 17
+CR0_PE = 1 << 0
+CR0_PG = 1 << 31
+# Exceptions that push an error code (SDM vol. 3, table 6-1).
+ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
+VECTOR_DF = 8
+VECTOR_UD = 6
+# Gate types in an IDT descriptor (SDM vol. 3, 6.11).
+GATE_INT16, GATE_TRAP16, GATE_INT32, GATE_TRAP32 = 0x6, 0x7, 0xE, 0xF
+UNTIL = 1 << 40                 # an end address EIP can never reach
+
+
+class StopReason(enum.Enum):
+    EXIT = "exit"          # the guest wrote its status to the exit port
+    HALTED = "halted"      # HLT with interrupts disabled: nothing can wake it
+    RESET = "reset"        # the guest asked the chipset for a reset
+    TIMEOUT = "timeout"    # the run's time budget ran out
+    STOPPED = "stopped"    # the host asked (Ctrl-C, a console match)
+
+
+@dataclass
+class RunResult:
+    reason: StopReason
+    exit_code: int = 0
+    virtual_ns: int = 0
+    eip: int = 0
+
+
+class HostPacedTime:
+    """Virtual time that follows the host's monotonic clock while the guest runs
+    and jumps ahead over idle periods (HLT with nothing pending)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self._base = time.monotonic_ns() - clock.now_ns()
+
+    def sync(self):
+        now = time.monotonic_ns() - self._base
+        if now > self.clock.now_ns():
+            self.clock.advance_to(now)
+        return self.clock.now_ns()
+
+    def skip_to(self, ns):
+        """Idle until virtual ``ns``: time jumps rather than the host sleeping."""
+        if ns > self.clock.now_ns():
+            self._base -= ns - self.clock.now_ns()
+            self.clock.advance_to(ns)
+
+
+class Cpu:
+    """One x86 CPU attached to guest RAM, the port space and the MMIO space.
+
+    ``intc`` is the CPU's interrupt controller (the local APIC): it has
+    ``pending() -> bool`` and ``acknowledge() -> vector``.
+    """
+
+    def __init__(self, ram, io, mmio, clock, intc=None):
+        self.ram = ram
+        self.io = io
+        self.mmio = mmio
+        self.intc = intc
+        self.time = HostPacedTime(clock)
+        self.uc = uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        uc.mem_map_ptr(0, ram.size, UC_PROT_ALL, ram.address)
+        self._roms = []
+        self._mmio_pages = {}            # page address -> number of regions on it
+        self._stop_reason = None
+        self._exit_code = 0
+        self._pending_soft = None        # (vector, is_software) from UC_HOOK_INTR
+        self._fault = None
+        self._running = False
+        uc.hook_add(UC_HOOK_INSN, self._hook_in, None, 1, 0, X.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._hook_out, None, 1, 0, X.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INTR, self._hook_intr)
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._hook_unmapped)
+        mmio.listeners.append(self._mmio_changed)
+        for region in mmio.regions:
+            self._mmio_changed("add", region)
+
+    # -- memory map ---------------------------------------------------------
+
+    def map_rom(self, address, data):
+        """Map ``data`` read-only at ``address`` (page aligned), e.g. a BIOS image."""
+        size = (len(data) + PAGE - 1) & ~(PAGE - 1)
+        buf = bytearray(size)
+        buf[:len(data)] = data
+        import ctypes
+        anchor = (ctypes.c_char * size).from_buffer(buf)
+        self._roms.append((buf, anchor))
+        self.uc.mem_map_ptr(address, size, UC_PROT_READ | UC_PROT_EXEC, ctypes.addressof(anchor))
+
+    def _mmio_changed(self, event, region):
+        first = region.base & ~(PAGE - 1)
+        last = (region.base + region.size - 1) & ~(PAGE - 1)
+        for page in range(first, last + PAGE, PAGE):
+            count = self._mmio_pages.get(page, 0)
+            if event == "add":
+                if count == 0:
+                    try:
+                        self.uc.mmio_map(page, PAGE, self._mmio_read, page, self._mmio_write, page)
+                    except UcError:
+                        # Real hardware would decode both; we keep RAM and say so.
+                        trace.guest_error("cpu", f"MMIO window {region.name} at {page:#x} overlaps "
+                                                 f"RAM or a ROM: not mapped")
+                        continue
+                self._mmio_pages[page] = count + 1
+            elif count:
+                if count == 1:
+                    self.uc.mem_unmap(page, PAGE)
+                    del self._mmio_pages[page]
+                else:
+                    self._mmio_pages[page] = count - 1
+
+    def _mmio_read(self, uc, offset, size, page):
+        self.time.sync()
+        return self.mmio.read(page + offset, size)
+
+    def _mmio_write(self, uc, offset, size, value, page):
+        self.time.sync()
+        self.mmio.write(page + offset, size, value)
+
+    # -- hooks ----------------------------------------------------------------
+
+    def _hook_in(self, uc, port, size, data):
+        self.time.sync()
+        return self.io.read(port, size)
+
+    def _hook_out(self, uc, port, size, value, data):
+        self.time.sync()
+        self.io.write(port, size, value)
+
+    def _hook_intr(self, uc, vector, data):
+        self._pending_soft = vector
+        uc.emu_stop()
+
+    def _hook_unmapped(self, uc, access, address, size, value, data):
+        kind = {UC_MEM_WRITE_UNMAPPED: "write to", UC_MEM_FETCH_UNMAPPED: "instruction fetch from"}
+        self._fault = (f"{kind.get(access, 'read from')} unmapped guest address {address:#x} "
+                       f"({size} bytes)", address)
+        return False
+
+    # -- control from devices and the host -----------------------------------------
+
+    def interrupt_raised(self, level=True):
+        """Sink for the interrupt controller's INTR line: stop the slice so the
+        interrupt is taken at the next instruction boundary."""
+        if level and self._running:
+            self.uc.emu_stop()
+
+    def request_exit(self, code):
+        self._stop(StopReason.EXIT, code)
+
+    def request_reset(self, hard=False):
+        self._stop(StopReason.RESET)
+
+    def request_stop(self):
+        self._stop(StopReason.STOPPED)
+
+    def _stop(self, reason, code=0):
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            self._exit_code = code
+        if self._running:
+            self.uc.emu_stop()
+
+    # -- registers and segments ---------------------------------------------------
+
+    def reg(self, name):
+        return self.uc.reg_read(getattr(X, f"UC_X86_REG_{name.upper()}"))
+
+    def set_reg(self, name, value):
+        self.uc.reg_write(getattr(X, f"UC_X86_REG_{name.upper()}"), value)
+
+    @property
+    def protected(self):
+        return bool(self.reg("cr0") & CR0_PE)
+
+    def segment_base(self, selector):
+        """Linear base of a segment register's current selector."""
+        if not self.protected:
+            return (selector & 0xFFFF) << 4
+        if selector & 4:                     # LDT selectors: no guest here uses an LDT
+            raise GuestRunError(f"LDT selector {selector:#x} in interrupt delivery is not supported",
+                                self.reg("eip"))
+        _, base, limit, _ = self.uc.reg_read(X.UC_X86_REG_GDTR)
+        index = selector & ~7
+        if index + 7 > limit:
+            return 0
+        low, high = struct.unpack("<II", self._read_phys(base + index, 8))
+        return (low >> 16) | ((high & 0xFF) << 16) | (high & 0xFF000000)
+
+    def _read_phys(self, address, length):
+        if address + length <= self.ram.size:
+            return bytes(self.ram.buffer[address:address + length])
+        return bytes(self.uc.mem_read(address, length))
+
+    def _linear(self, address):
+        if self.reg("cr0") & CR0_PG:
+            raise GuestRunError("interrupt delivery with paging enabled is not supported yet",
+                                self.reg("eip"))
+        return address & 0xFFFFFFFF
+
+    def eip_linear(self):
+        return self.segment_base(self.reg("cs")) + self.reg("eip")
+
+    def reset_to_real_mode(self):
+        """The state after RESET: real mode at F000:FFF0 (SDM vol. 3, 9.1.1)."""
+        uc = self.uc
+        uc.reg_write(X.UC_X86_REG_CR0, 0x60000010)
+        for seg in ("ds", "es", "ss", "fs", "gs"):
+            self.set_reg(seg, 0)
+        self.set_reg("cs", 0xF000)
+        self.set_reg("eip", 0xFFF0)
+        self.set_reg("eflags", 0x2)
+        self.set_reg("esp", 0)
+        uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0x3FF, 0))
+
+    def enter_flat_protected_mode(self, entry, eax=0, ebx=0, gdt_address=0x800):
+        """The machine state a multiboot loader hands over (Multiboot 0.6.96, 3.2):
+        32-bit protected mode, flat 4 GiB code and data segments, paging off,
+        interrupts disabled."""
+        gdt = struct.pack("<QQQ", 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF)
+        self.ram.load(gdt_address, gdt)
+        uc = self.uc
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, gdt_address, len(gdt) - 1, 0))
+        uc.reg_write(X.UC_X86_REG_CR0, 0x11)
+        self.set_reg("cs", 0x08)
+        for seg in ("ds", "es", "ss", "fs", "gs"):
+            self.set_reg(seg, 0x10)
+        self.set_reg("eflags", 0x2)
+        self.set_reg("eax", eax)
+        self.set_reg("ebx", ebx)
+        self.set_reg("esp", 0x7000)
+        self.set_reg("eip", entry)
+
+    # -- interrupt delivery -------------------------------------------------------
+
+    def _push16(self, ss_base, sp_reg, values):
+        sp = self.reg(sp_reg) & 0xFFFF
+        for v in values:
+            sp = (sp - 2) & 0xFFFF
+            self._write_linear(ss_base + sp, struct.pack("<H", v & 0xFFFF))
+        self.set_reg("esp", (self.reg("esp") & 0xFFFF0000) | sp)
+
+    def _write_linear(self, address, data):
+        address = self._linear(address)
+        if address + len(data) <= self.ram.size:
+            self.ram.buffer[address:address + len(data)] = data
+        else:
+            raise GuestRunError(f"interrupt delivery pushed to {address:#x}, outside guest RAM",
+                                self.reg("eip"))
+
+    def deliver(self, vector, error_code=None):
+        """Enter the handler for ``vector`` as the CPU does at an instruction boundary."""
+        eflags = self.reg("eflags")
+        cs, eip = self.reg("cs"), self.reg("eip")
+        if not self.protected:
+            _, idt_base, idt_limit, _ = self.uc.reg_read(X.UC_X86_REG_IDTR)
+            if vector * 4 + 3 > idt_limit:
+                raise _DeliveryFault(f"vector {vector:#x} beyond the real-mode IVT limit {idt_limit:#x}")
+            ip_new, cs_new = struct.unpack("<HH", self._read_phys(idt_base + vector * 4, 4))
+            ss_base = self.segment_base(self.reg("ss"))
+            self._push16(ss_base, "sp", (eflags, cs, eip))
+            self.set_reg("eflags", eflags & ~(EFLAGS_IF | EFLAGS_TF | EFLAGS_AC | EFLAGS_RF))
+            self.set_reg("cs", cs_new)
+            self.set_reg("eip", ip_new)
+            return
+        _, idt_base, idt_limit, _ = self.uc.reg_read(X.UC_X86_REG_IDTR)
+        if vector * 8 + 7 > idt_limit:
+            raise _DeliveryFault(f"vector {vector:#x} beyond the IDT limit {idt_limit:#x}")
+        low, high = struct.unpack("<II", self._read_phys(self._linear(idt_base + vector * 8), 8))
+        gate_type = (high >> 8) & 0x1F
+        if not high & 0x8000:
+            raise _DeliveryFault(f"IDT gate {vector:#x} not present")
+        if gate_type not in (GATE_INT16, GATE_TRAP16, GATE_INT32, GATE_TRAP32):
+            raise _DeliveryFault(f"IDT gate {vector:#x} has type {gate_type:#x} (task gates are not supported)")
+        selector = low >> 16
+        offset = (low & 0xFFFF) | (high & 0xFFFF0000)
+        ss_base = self.segment_base(self.reg("ss"))
+        if gate_type in (GATE_INT32, GATE_TRAP32):
+            esp = self.reg("esp")
+            frame = [eflags, cs, eip] + ([error_code] if error_code is not None else [])
+            for v in frame:
+                esp = (esp - 4) & 0xFFFFFFFF
+                self._write_linear(ss_base + esp, struct.pack("<I", v & 0xFFFFFFFF))
+            self.set_reg("esp", esp)
+        else:
+            self._push16(ss_base, "sp", [eflags, cs, eip] + ([error_code] if error_code is not None else []))
+            offset &= 0xFFFF
+        new_flags = eflags & ~(EFLAGS_TF | EFLAGS_NT | EFLAGS_RF | EFLAGS_VM)
+        if gate_type in (GATE_INT16, GATE_INT32):
+            new_flags &= ~EFLAGS_IF
+        self.set_reg("eflags", new_flags)
+        self.set_reg("cs", selector)
+        self.set_reg("eip", offset)
+
+    def _software_interrupt(self, vector):
+        """True when the INTR hook's vector came from an INT n/INT3/INTO/INT1
+        instruction just executed, rather than from a CPU exception."""
+        try:
+            at = self.eip_linear()
+            before = self._read_phys(at - 2, 2)
+        except (GuestRunError, UcError):
+            return False
+        return (before[0] == 0xCD and before[1] == vector) or \
+               (vector == 3 and before[1] == 0xCC) or (vector == 4 and before[1] == 0xCE) or \
+               (vector == 1 and before[1] == 0xF1)
+
+    def _deliver_hook_vector(self, vector):
+        if self._software_interrupt(vector):
+            try:
+                self.deliver(vector)
+            except _DeliveryFault as e:
+                self._exception_chain(13, f"INT {vector:#x}: {e}")
+            return
+        self._exception_chain(vector, None)
+
+    def _exception_chain(self, vector, why):
+        """Deliver a CPU exception; a fault while doing so becomes #DF, and a
+        fault delivering #DF is a triple fault (SDM vol. 3, 6.15, interrupt 8)."""
+        eip = self.reg("eip")
+        if trace.on.cpu:
+            trace.emit("cpu", f"exception {vector} at {self.reg('cs'):#06x}:{eip:#x}")
+        try:
+            self.deliver(vector, 0 if self.protected and vector in ERROR_CODE_VECTORS else None)
+            return
+        except _DeliveryFault as first:
+            cause = why or f"CPU exception {vector} at EIP {eip:#x}: {first}"
+        try:
+            self.deliver(VECTOR_DF, 0 if self.protected else None)
+        except _DeliveryFault as second:
+            raise GuestRunError(f"triple fault at EIP {eip:#x} (CS {self.reg('cs'):#x}): {cause}; "
+                                f"then #DF: {second}", eip) from None
+
+    def _take_hardware_interrupt(self):
+        if self.intc is None or not self.reg("eflags") & EFLAGS_IF or not self.intc.pending():
+            return False
+        vector = self.intc.acknowledge()
+        if vector is None:
+            return False
+        if trace.on.irq:
+            trace.emit("irq", f"cpu takes vector {vector:#x} at {self.reg('cs'):#06x}:{self.reg('eip'):#x}")
+        try:
+            self.deliver(vector)
+        except _DeliveryFault as e:
+            self._exception_chain(13, f"hardware interrupt {vector:#x}: {e}")
+        return True
+
+    # -- the run loop ---------------------------------------------------------------
+
+    def run(self, budget_ns=None, should_stop=None):
+        """Run until the guest exits, halts for good, resets, or ``budget_ns`` of
+        virtual time pass.  ``should_stop()`` is polled between slices."""
+        start = self.time.sync()
+        deadline = None if budget_ns is None else start + budget_ns
+        self._stop_reason = None
+        uc = self.uc
+        while True:
+            now = self.time.sync()
+            if self._stop_reason is not None:
+                break
+            if should_stop is not None and should_stop():
+                self._stop_reason = StopReason.STOPPED
+                break
+            if deadline is not None and now >= deadline:
+                self._stop_reason = StopReason.TIMEOUT
+                break
+            self._take_hardware_interrupt()
+            self._fault = None
+            self._pending_soft = None
+            self._running = True
+            started = time.monotonic_ns()
+            try:
+                uc.emu_start(self.reg("eip"), UNTIL, timeout=SLICE_US)
+            except UcError as e:
+                self._running = False
+                if e.errno == UC_ERR_INSN_INVALID and self._fault is None:
+                    self._exception_chain(VECTOR_UD, None)     # #UD, as the CPU raises it
+                    continue
+                self._raise_fault(e)
+            finally:
+                self._running = False
+            if self._pending_soft is not None:
+                self._deliver_hook_vector(self._pending_soft)
+                continue
+            if self._stop_reason is not None:
+                break
+            elapsed_us = (time.monotonic_ns() - started) // 1000
+            if elapsed_us < SLICE_US or self._after_hlt():
+                self._halted(deadline, should_stop)
+        return RunResult(self._stop_reason, self._exit_code,
+                         self.time.clock.now_ns() - start, self.reg("eip"))
+
+    def _after_hlt(self):
+        try:
+            return self._read_phys(self.eip_linear() - 1, 1) == b"\xf4"
+        except (GuestRunError, UcError):
+            return False
+
+    def _halted(self, deadline, should_stop):
+        """HLT: wait for an interrupt (SDM vol. 2, HLT) by moving virtual time on."""
+        if not self.reg("eflags") & EFLAGS_IF:
+            self._stop_reason = StopReason.HALTED
+            return
+        while self._stop_reason is None:
+            self.time.sync()
+            if should_stop is not None and should_stop():
+                self._stop_reason = StopReason.STOPPED
+                return
+            if self.intc is not None and self.intc.pending():
+                return
+            nxt = self.time.clock.next_deadline()
+            if nxt is None or (deadline is not None and nxt > deadline):
+                if deadline is None:
+                    # Nothing will ever wake the guest but outside input; idle on the host.
+                    time.sleep(0.001)
+                    continue
+                self.time.skip_to(deadline)
+                return
+            self.time.skip_to(nxt)
+
+    def _raise_fault(self, err):
+        eip = self.reg("eip")
+        if self._fault is not None:
+            message, address = self._fault
+            raise GuestRunError(f"{message} at EIP {eip:#x}", address) from None
+        if err.errno in (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_ERR_FETCH_UNMAPPED):
+            raise GuestRunError(f"access to unmapped memory at EIP {eip:#x}: {err}", eip) from None
+        raise GuestRunError(f"CPU error at EIP {eip:#x} (CS {self.reg('cs'):#x}): {err}", eip) from None
+
+
+class _DeliveryFault(Exception):
+    """Interrupt delivery found a broken IVT/IDT entry (becomes #GP/#DF)."""

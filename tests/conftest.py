@@ -1,0 +1,24 @@
+"""Shared fixtures.
+
+``bitmap_backend`` runs a test on both implementations of the block layer's
+hot loops (ids ``cython`` and ``python``).  A missing compiled module fails
+the run rather than skipping: a normal install always builds it.
+"""
+
+import pytest
+
+from drivebay.block import bitmap as python_bitmap
+
+try:
+    from drivebay.block import _bitmap as cython_bitmap
+except ImportError:  # pragma: no cover - reported by the fixture below
+    cython_bitmap = None
+
+
+@pytest.fixture(params=["cython", "python"])
+def bitmap_backend(request):
+    if request.param == "python":
+        return python_bitmap
+    if cython_bitmap is None:
+        pytest.fail("drivebay.block._bitmap is not built: the Cython extension is required")
+    return cython_bitmap
