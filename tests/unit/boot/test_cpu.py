@@ -1,0 +1,254 @@
+"""The CPU loop: interrupt delivery in real and protected mode, faults, budgets.
+
+Guests here are a few instructions assembled with binutils; an interrupt
+controller stand-in hands out vectors so the tests control exactly when a
+hardware interrupt is pending.
+"""
+
+import pytest
+
+from drivebay.boot.cpu import Cpu, StopReason
+from drivebay.boot.ram import GuestRam
+from drivebay.errors import GuestRunError
+from drivebay.hw.clock import VirtualClock
+from drivebay.hw.memory import IoSpace, MmioSpace
+from asm import assemble
+
+CODE = 0x10000
+EXIT_PORT = 0x501
+COUNT_PORT = 0x80
+
+
+class FakeIntc:
+    """Raises ``vector`` whenever ``armed`` is set; acknowledge clears it."""
+
+    def __init__(self, vector):
+        self.vector = vector
+        self.armed = 0
+        self.acks = 0
+
+    def pending(self):
+        return self.armed > 0
+
+    def acknowledge(self):
+        self.armed -= 1
+        self.acks += 1
+        return self.vector
+
+
+@pytest.fixture
+def machine():
+    ram = GuestRam(4 << 20)
+    io, mmio, clock = IoSpace(), MmioSpace(), VirtualClock()
+    intc = FakeIntc(0x20)
+    cpu = Cpu(ram, io, mmio, clock, intc)
+    writes = []
+    io.add("exit", EXIT_PORT, 2, lambda o, s: 0xFFFF, lambda o, s, v: cpu.request_exit(v))
+    io.add("probe", COUNT_PORT, 1, lambda o, s: 0, lambda o, s, v: writes.append(v))
+    return cpu, ram, intc, writes
+
+
+def start_pm(cpu, ram, source):
+    ram.load(CODE, assemble(source, CODE))
+    cpu.enter_flat_protected_mode(CODE)
+    cpu.set_reg("esp", 0x9000)
+
+
+IDT_SETUP = """
+    /* an IDT at 0x3000 of 256 interrupt gates, all absent, then fill some */
+    lidt idtr
+    jmp 1f
+idtr: .word 256*8-1
+      .long 0x3000
+1:
+"""
+
+
+def gate(vector, label, kind=0x8E):
+    return f"""
+    movl ${label}, %eax
+    movw %ax, 0x3000+{vector}*8
+    movw $0x08, 0x3000+{vector}*8+2
+    movw ${kind << 8:#x}, 0x3000+{vector}*8+4
+    shrl $16, %eax
+    movw %ax, 0x3000+{vector}*8+6
+"""
+
+
+def test_protected_mode_software_interrupt_and_iret(machine):
+    cpu, ram, _, writes = machine
+    start_pm(cpu, ram, IDT_SETUP + gate(0x80, "handler") + """
+    movl $5, %ecx
+    int $0x80
+    movb %cl, %al
+    outb %al, $0x80            /* handler doubled ECX: expect 10 */
+    movw $0x2a, %ax
+    movw $0x501, %dx; outw %ax, %dx
+    hlt
+handler:
+    addl %ecx, %ecx
+    iret
+""")
+    result = cpu.run(budget_ns=2_000_000_000)
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, 42)
+    assert writes == [10]
+
+
+def test_protected_mode_hardware_interrupts_wake_hlt(machine):
+    cpu, ram, intc, writes = machine
+    start_pm(cpu, ram, IDT_SETUP + gate(0x20, "tick") + """
+    xorl %ebx, %ebx
+    sti
+2:  hlt
+    cmpl $3, %ebx
+    jb 2b
+    movb %bl, %al
+    outb %al, $0x80
+    movw $0, %ax
+    movw $0x501, %dx; outw %ax, %dx
+tick:
+    incl %ebx
+    pushfl
+    popl %eax
+    andl $0x200, %eax          /* IF must be clear inside an interrupt gate */
+    shrl $9, %eax
+    outb %al, $0x80
+    movl $1, 0x5000            /* ask for the next interrupt */
+    iret
+""")
+    timer = cpu.time.clock.timer(lambda: None)
+
+    def rearm():
+        if ram.buffer[0x5000]:
+            ram.buffer[0x5000] = 0
+            intc.armed += 1
+        return False
+    intc.armed = 1
+    result = cpu.run(budget_ns=2_000_000_000, should_stop=rearm)
+    assert result.reason == StopReason.EXIT
+    assert intc.acks == 3
+    assert writes == [0, 0, 0, 3]
+    del timer
+
+
+def test_interrupts_not_taken_with_if_clear(machine):
+    cpu, ram, intc, _ = machine
+    start_pm(cpu, ram, IDT_SETUP + gate(0x20, "tick") + """
+    cli
+    hlt
+tick:
+    movw $1, %ax
+    movw $0x501, %dx; outw %ax, %dx
+""")
+    intc.armed = 1
+    result = cpu.run(budget_ns=1_000_000_000)
+    assert result.reason == StopReason.HALTED
+    assert intc.acks == 0
+
+
+def test_real_mode_interrupt_through_ivt(machine):
+    cpu, ram, intc, writes = machine
+    code = assemble("""
+.code16
+    xorw %ax, %ax
+    movw %ax, %ds
+    movw %ax, %ss
+    movw $0x7000, %sp
+    movw $handler, 0x08*4      /* IVT[8] = 1000:handler */
+    movw $0x1000, 0x08*4+2
+    movw $soft, 0x60*4
+    movw $0x1000, 0x60*4+2
+    xorw %bx, %bx
+    int $0x60                          /* software interrupt: BX += 0x100 */
+    sti
+1:  hlt
+    cmpb $2, %bl
+    jb 1b
+    movb %bh, %al
+    outb %al, $0x80
+    movb %bl, %al
+    outb %al, $0x80
+    movw $7, %ax
+    movw $0x501, %dx; outw %ax, %dx
+handler:
+    incb %bl
+    movw %sp, %si
+    movw 4(%si), %ax                   /* pushed FLAGS: IF was set */
+    shrw $9, %ax
+    andb $1, %al
+    outb %al, $0x80
+    iret
+soft:
+    addw $0x100, %bx
+    iret
+""", 0)                                     # offsets within segment 0x1000
+    ram.load(CODE, code)
+    cpu.reset_to_real_mode()
+    cpu.set_reg("cs", 0x1000)
+    cpu.set_reg("eip", 0)
+    intc.vector = 0x08
+    intc.armed = 2
+    result = cpu.run(budget_ns=2_000_000_000)
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, 7)
+    assert writes == [1, 1, 1, 2]
+
+
+def test_invalid_opcode_reaches_idt(machine):
+    cpu, ram, _, writes = machine
+    start_pm(cpu, ram, IDT_SETUP + gate(6, "ud") + """
+    ud2
+ud:
+    movw $6, %ax
+    movw $0x501, %dx; outw %ax, %dx
+""")
+    result = cpu.run(budget_ns=1_000_000_000)
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, 6)
+
+
+def test_triple_fault_is_a_clear_error(machine):
+    cpu, ram, _, _ = machine
+    start_pm(cpu, ram, """
+    lidt idtr
+    int $0x30
+idtr: .word 0
+      .long 0
+""")
+    with pytest.raises(GuestRunError, match="triple fault at EIP 0x1000") as info:
+        cpu.run(budget_ns=1_000_000_000)
+    assert info.value.address is not None
+
+
+def test_unmapped_access_names_the_address(machine):
+    cpu, ram, _, _ = machine
+    start_pm(cpu, ram, "movl 0xd0000000, %eax\n hlt")
+    with pytest.raises(GuestRunError, match="read from unmapped guest address 0xd0000000") as info:
+        cpu.run(budget_ns=1_000_000_000)
+    assert info.value.address == 0xD0000000
+
+
+def test_runaway_guest_hits_budget(machine):
+    cpu, ram, _, _ = machine
+    start_pm(cpu, ram, "1: jmp 1b")
+    result = cpu.run(budget_ns=50_000_000)
+    assert result.reason == StopReason.TIMEOUT
+    assert result.eip == CODE
+
+
+def test_mmio_window_follows_space(machine):
+    cpu, ram, _, writes = machine
+    seen = []
+    region = cpu.mmio.add("dev", 0xFEB00010, 0x10, lambda o, s: 0x1234 + o,
+                          lambda o, s, v: seen.append((o, s, v)))
+    start_pm(cpu, ram, """
+    movl 0xfeb00014, %eax
+    outb %al, $0x80
+    movl $0xabcd, 0xfeb00018
+    movw $0, %ax
+    movw $0x501, %dx; outw %ax, %dx
+""")
+    cpu.run(budget_ns=1_000_000_000)
+    assert writes == [0x38] and seen == [(8, 4, 0xABCD)]
+    cpu.mmio.remove(region)
+    start_pm(cpu, ram, "movl 0xfeb00014, %eax\n hlt")
+    with pytest.raises(GuestRunError, match="0xfeb00014"):
+        cpu.run(budget_ns=1_000_000_000)
