@@ -1,0 +1,52 @@
+"""Every block driver, and recognising an image's format by its content.
+
+The registry is this one tuple: explicit and greppable.  Probing reads the
+head and the tail of the file (a fixed VHD has only a footer) and asks each
+driver for a score from 0 to 100; the highest wins, a tie is reported, and
+the file name never matters.
+"""
+
+import os
+
+from drivebay.block.driver import ImageFile
+from drivebay.block.raw import RawDriver
+from drivebay.errors import FormatError
+
+DRIVERS = (RawDriver,)
+
+PROBE_HEAD = 64 * 1024
+PROBE_TAIL = 1024
+
+
+def driver_for(name):
+    for d in DRIVERS:
+        if d.format_name == name:
+            return d
+    raise FormatError(f"unknown image format {name!r} (known: "
+                      f"{', '.join(d.format_name for d in DRIVERS)})")
+
+
+def probe(path):
+    """The driver class for the image at ``path``."""
+    f = ImageFile(path)
+    try:
+        size = f.size()
+        head = os.pread(f.fd, min(PROBE_HEAD, size), 0)
+        tail_len = min(PROBE_TAIL, size)
+        tail = os.pread(f.fd, tail_len, size - tail_len) if tail_len else b""
+    finally:
+        f.close()
+    scores = sorted(((d.probe(head, tail, size), d) for d in DRIVERS),
+                    key=lambda s: s[0], reverse=True)
+    best_score, best = scores[0]
+    ties = [d.format_name for s, d in scores if s == best_score and d is not best]
+    if ties and best_score > 1:
+        raise FormatError(f"{path}: the content matches several formats equally "
+                          f"({best.format_name}, {', '.join(ties)}): give the format explicitly")
+    return best
+
+
+def open_image(path, writable=False, format=None):
+    """Open one image (not its parents: see block.chain)."""
+    cls = driver_for(format) if format else probe(path)
+    return cls.open(path, writable=writable)
