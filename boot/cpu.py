@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 
 from unicorn import (UC_ARCH_X86, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED,
-                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_INSN, UC_HOOK_INTR,
+                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR,
                      UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED,
                      UC_MODE_32, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, Uc, UcError)
 from unicorn import x86_const as X
@@ -112,6 +112,8 @@ class Cpu:
         self._pending_soft = None        # (vector, is_software) from UC_HOOK_INTR
         self._fault = None
         self._running = False
+        self._kicked = False             # a device stopped the slice to deliver an interrupt
+        self._if_hook = None             # block hook watching for EFLAGS.IF (see _watch_if)
         uc.hook_add(UC_HOOK_INSN, self._hook_in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._hook_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INTR, self._hook_intr)
@@ -188,6 +190,7 @@ class Cpu:
         """Sink for the interrupt controller's INTR line: stop the slice so the
         interrupt is taken at the next instruction boundary."""
         if level and self._running:
+            self._kicked = True
             self.uc.emu_stop()
 
     def request_exit(self, code):
@@ -378,6 +381,7 @@ class Cpu:
     def _take_hardware_interrupt(self):
         if self.intc is None or not self.reg("eflags") & EFLAGS_IF or not self.intc.pending():
             return False
+        self._leave_sti_shadow()
         vector = self.intc.acknowledge()
         if vector is None:
             return False
@@ -411,10 +415,16 @@ class Cpu:
             self._take_hardware_interrupt()
             self._fault = None
             self._pending_soft = None
+            self._kicked = False
+            # An interrupt waiting for IF is taken right after the guest's
+            # STI/POPF/IRET, as a CPU takes it at the next instruction boundary.
+            self._watch_if(self.intc is not None and self.intc.pending() and
+                           not self.reg("eflags") & EFLAGS_IF)
+            slice_us = SLICE_US
             self._running = True
             started = time.monotonic_ns()
             try:
-                uc.emu_start(self.reg("eip"), UNTIL, timeout=SLICE_US)
+                uc.emu_start(self.reg("eip"), UNTIL, timeout=slice_us)
             except UcError as e:
                 self._running = False
                 if e.errno == UC_ERR_INSN_INVALID and self._fault is None:
@@ -428,11 +438,53 @@ class Cpu:
                 continue
             if self._stop_reason is not None:
                 break
+            if self._kicked:
+                continue
             elapsed_us = (time.monotonic_ns() - started) // 1000
-            if elapsed_us < SLICE_US or self._after_hlt():
+            if elapsed_us < slice_us or self._after_hlt():
                 self._halted(deadline, should_stop)
         return RunResult(self._stop_reason, self._exit_code,
                          self.time.clock.now_ns() - start, self.reg("eip"))
+
+    def _leave_sti_shadow(self):
+        """STI delays interrupts by one instruction (SDM vol. 2, STI): ``sti;
+        hlt`` must halt before the interrupt is taken, so the handler returns
+        past the HLT.  Stopped right after an STI, the CPU first completes the
+        next instruction (for HLT: wakes from it at once)."""
+        try:
+            at = self.eip_linear()
+            before, current = self._read_phys(at - 1, 2)
+        except (GuestRunError, UcError):
+            return
+        if before != 0xFB:
+            return
+        if current == 0xF4:
+            self.set_reg("eip", self.reg("eip") + 1)
+        else:
+            self._watch_if(False)
+            self.uc.emu_start(self.reg("eip"), UNTIL, count=1)
+
+    def _watch_if(self, on):
+        """Install or remove the block hook that stops the CPU once IF is set.
+
+        TCG ends a translation block after every instruction that can set IF
+        (STI, POPF, IRET), so checking at block starts finds the first
+        instruction boundary where the interrupt may be taken.  Hooks apply
+        to code translated after they are added, hence the flushes; the hook
+        exists only while an interrupt waits, so normal code runs unhooked."""
+        if on == (self._if_hook is not None):
+            return
+        if on:
+            self._if_hook = self.uc.hook_add(UC_HOOK_BLOCK, self._hook_block_if)
+        else:
+            self.uc.hook_del(self._if_hook)
+            self._if_hook = None
+        self.uc.ctl_flush_tb()
+
+    def _hook_block_if(self, uc, address, size, data):
+        if uc.reg_read(X.UC_X86_REG_EFLAGS) & EFLAGS_IF:
+            self._kicked = True
+            uc.emu_stop()
 
     def _after_hlt(self):
         try:

@@ -1,0 +1,151 @@
+"""The ``drivebay`` command line.
+
+    drivebay --version
+    drivebay demo                      boot the built-in demo guest
+    drivebay boot ELF [--cmdline ...]  run a multiboot guest program
+    drivebay boot --bios ROM           run system firmware (e.g. SeaBIOS) from reset
+    drivebay programs                  list the guest programs built from firmware/
+    drivebay img VERB ...              create, inspect, convert, merge images (system/img.py)
+
+The guest's serial port (COM1) streams to stdout; ``--debugcon`` sends the
+0x402 debug console somewhere too.  ``boot`` exits with the status the guest
+wrote to the exit port (0x501); a guest that halts for good, resets or runs
+out of time exits with 124 (timeout), 125 (halted) or 126 (reset), and a
+guest that crashes the machine (triple fault, unmapped access) with 127 and a
+message naming the guest address.
+"""
+
+import argparse
+import signal
+import sys
+
+from drivebay import __version__, trace
+from drivebay.boot import firmware
+from drivebay.boot.cpu import StopReason
+from drivebay.boot.machine import PcMachine
+from drivebay.errors import DrivebayError, GuestRunError
+from drivebay.system import img
+
+EXIT_TIMEOUT, EXIT_HALTED, EXIT_RESET, EXIT_CRASH = 124, 125, 126, 127
+STATUS = {StopReason.TIMEOUT: EXIT_TIMEOUT, StopReason.HALTED: EXIT_HALTED,
+          StopReason.RESET: EXIT_RESET, StopReason.STOPPED: 130}
+
+
+def _output(spec):
+    if spec in (None, "none"):
+        return None
+    if spec == "stdout":
+        return _stream_writer(sys.stdout)
+    if spec == "stderr":
+        return _stream_writer(sys.stderr)
+    f = open(spec, "ab", buffering=0)
+    return f.write
+
+
+def _stream_writer(stream):
+    buf = stream.buffer
+
+    def write(data):
+        buf.write(data)
+        buf.flush()
+    return write
+
+
+def _run(machine, timeout):
+    interrupted = []
+
+    def on_sigint(signum, frame):
+        interrupted.append(True)
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = machine.run(timeout_s=timeout, should_stop=lambda: bool(interrupted))
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if result.reason == StopReason.EXIT:
+        return result.exit_code
+    if result.reason == StopReason.STOPPED:
+        print("\ndrivebay: powered off (interrupted)", file=sys.stderr)
+    elif result.reason == StopReason.TIMEOUT:
+        print(f"\ndrivebay: guest still running after {timeout} s: powered off", file=sys.stderr)
+    elif result.reason == StopReason.HALTED:
+        print(f"\ndrivebay: guest halted with interrupts disabled at EIP {result.eip:#x}",
+              file=sys.stderr)
+    elif result.reason == StopReason.RESET:
+        print("\ndrivebay: guest requested a reset", file=sys.stderr)
+    return STATUS[result.reason]
+
+
+def cmd_boot(args):
+    if not args.program and not args.bios:
+        raise SystemExit("drivebay boot: give a guest program (ELF) or --bios ROM")
+    debugcon = args.debugcon or ("stdout" if args.bios and not args.program else "none")
+    machine = PcMachine(memory_mb=args.memory, serial_out=_output("stdout"),
+                        debugcon_out=_output(debugcon))
+    if args.bios:
+        bios = firmware.seabios() if args.bios == "seabios" else args.bios
+        machine.load_bios(bios)
+    else:
+        machine.load_program(args.program, cmdline=args.cmdline)
+    return _run(machine, args.timeout)
+
+
+def cmd_demo(args):
+    print("drivebay demo: booting the built-in 'hello' guest on the default PC machine",
+          file=sys.stderr)
+    machine = PcMachine(memory_mb=64, serial_out=_output("stdout"))
+    machine.load_program(firmware.guest_program("hello"))
+    return _run(machine, args.timeout)
+
+
+def cmd_programs(args):
+    for name in firmware.guest_programs():
+        print(name)
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="drivebay", description="An emulator of PC storage hardware.")
+    p.add_argument("--version", action="version", version=f"drivebay {__version__}")
+    p.add_argument("--trace", metavar="CATS",
+                   help="trace accesses: comma-separated pio,mmio,pci,irq,dev,guest_error,cpu or all "
+                        "(also DRIVEBAY_TRACE)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("boot", help="run a multiboot guest program or system firmware")
+    b.add_argument("program", nargs="?", help="guest program (multiboot ELF)")
+    b.add_argument("--cmdline", default="", help="multiboot command line for the guest")
+    b.add_argument("--bios", metavar="ROM",
+                   help="start from the reset vector with this BIOS image ('seabios' for Debian's)")
+    b.add_argument("--memory", type=int, default=64, metavar="MB", help="guest RAM (default 64)")
+    b.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="power off after this much virtual time")
+    b.add_argument("--debugcon", metavar="DEST", help="0x402 debug console: stdout, stderr, FILE or none")
+    b.set_defaults(func=cmd_boot)
+
+    d = sub.add_parser("demo", help="boot the built-in demo guest")
+    d.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS")
+    d.set_defaults(func=cmd_demo)
+
+    img.add_parser(sub)
+
+    g = sub.add_parser("programs", help="list the guest programs built from firmware/")
+    g.set_defaults(func=cmd_programs)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.trace:
+        trace.configure(args.trace)
+    try:
+        return args.func(args)
+    except GuestRunError as e:
+        print(f"drivebay: guest crashed: {e}", file=sys.stderr)
+        return EXIT_CRASH
+    except DrivebayError as e:
+        print(f"drivebay: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
