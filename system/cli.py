@@ -78,7 +78,7 @@ def _run(machine, timeout):
 def cmd_boot(args):
     if not args.program and not args.bios:
         raise SystemExit("drivebay boot: give a guest program (ELF) or --bios ROM")
-    debugcon = args.debugcon or ("stdout" if args.bios and not args.program else "none")
+    debugcon = args.debugcon or "none"
     machine = PcMachine(memory_mb=args.memory, serial_out=_output("stdout"),
                         debugcon_out=_output(debugcon))
     if args.bios:
