@@ -25,6 +25,11 @@ class Chain:
     def __init__(self, images):
         assert images
         self.images = list(images)
+        for level, image in enumerate(self.images[:-1]):
+            image.backing_read = self._reader(level + 1)
+
+    def _reader(self, level):
+        return lambda offset, view: self._read(level, offset, view)
 
     @property
     def top(self):

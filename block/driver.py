@@ -185,12 +185,16 @@ class BlockDriver:
         raise UnsupportedOperation(f"{cls.format_name}: creating images is not supported")
 
     @classmethod
-    def open(cls, path, writable=False):
+    def open(cls, path, writable=False, for_check=False):
+        """Open an image.  ``for_check`` (as qemu-img check opens) records
+        metadata corruption for ``check`` to report instead of refusing the
+        image; such an image refuses writes until repaired."""
         if writable and cls.read_only_format:
             raise UnsupportedOperation(f"{path}: {cls.format_name} images are read-only")
         f = ImageFile(path, writable)
         try:
             image = cls(f, writable)
+            image.for_check = for_check
             image._open()
         except BaseException:
             f.close()
@@ -211,6 +215,12 @@ class BlockDriver:
         self.parent_locator = None           # path hint to the parent, as stored
         self.variant = None
         self.cluster_size = SECTOR_SIZE      # allocation granularity, for map/convert
+        self.for_check = False
+        # Set by a chain on every image that has a parent below it:
+        # backing_read(offset, view) fills view with what the images below
+        # hold (zeros past their end).  A format whose allocation unit is
+        # larger than a write (VDI blocks) copies the rest of a new block up.
+        self.backing_read = None
 
     def _open(self):
         """Read and validate the image's metadata (subclasses)."""

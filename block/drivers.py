@@ -10,9 +10,10 @@ import os
 
 from drivebay.block.driver import ImageFile
 from drivebay.block.raw import RawDriver
+from drivebay.block.vdi import VdiDriver
 from drivebay.errors import FormatError
 
-DRIVERS = (RawDriver,)
+DRIVERS = (RawDriver, VdiDriver)
 
 PROBE_HEAD = 64 * 1024
 PROBE_TAIL = 1024

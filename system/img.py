@@ -103,7 +103,8 @@ def cmd_map(args):
 
 def cmd_check(args):
     try:
-        with open_image(args.file, writable=bool(args.repair), format=args.format) as image:
+        cls = driver_for(args.format) if args.format else probe(args.file)
+        with cls.open(args.file, writable=bool(args.repair), for_check=True) as image:
             report = image.check(repair=bool(args.repair))
     except UnsupportedOperation as e:
         print(f"drivebay img check: {e}", file=sys.stderr)
