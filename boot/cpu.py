@@ -51,6 +51,8 @@ VECTOR_UD = 6
 # Gate types in an IDT descriptor (SDM vol. 3, 6.11).
 GATE_INT16, GATE_TRAP16, GATE_INT32, GATE_TRAP32 = 0x6, 0x7, 0xE, 0xF
 UNTIL = 1 << 40                 # an end address EIP can never reach
+IF_WATCH_MAX_NS = 2_000_000     # watch IF block by block for this long, then poll
+WAIT_SLICE_US = 1_000           # polling slice while an interrupt waits for IF
 
 
 class StopReason(enum.Enum):
@@ -114,6 +116,7 @@ class Cpu:
         self._running = False
         self._kicked = False             # a device stopped the slice to deliver an interrupt
         self._if_hook = None             # block hook watching for EFLAGS.IF (see _watch_if)
+        self._if_watch_since = None      # host time the current wait for IF began
         uc.hook_add(UC_HOOK_INSN, self._hook_in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._hook_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INTR, self._hook_intr)
@@ -418,9 +421,9 @@ class Cpu:
             self._kicked = False
             # An interrupt waiting for IF is taken right after the guest's
             # STI/POPF/IRET, as a CPU takes it at the next instruction boundary.
-            self._watch_if(self.intc is not None and self.intc.pending() and
-                           not self.reg("eflags") & EFLAGS_IF)
-            slice_us = SLICE_US
+            waiting = self.intc is not None and self.intc.pending() and \
+                not self.reg("eflags") & EFLAGS_IF
+            slice_us = self._plan_if_watch(waiting)
             self._running = True
             started = time.monotonic_ns()
             try:
@@ -463,6 +466,26 @@ class Cpu:
         else:
             self._watch_if(False)
             self.uc.emu_start(self.reg("eip"), UNTIL, count=1)
+
+    def _plan_if_watch(self, waiting):
+        """Decide how to notice IF being set while an interrupt waits.
+
+        The block hook costs a Python call per translation block, so it only
+        watches short interrupt-disabled stretches (the common ``pushf; cli;
+        ...; popf`` sections).  Code that keeps IF clear longer (firmware
+        POST) is instead checked every WAIT_SLICE_US; returns the slice length."""
+        now = time.monotonic_ns()
+        if not waiting:
+            self._if_watch_since = None
+            self._watch_if(False)
+            return SLICE_US
+        if self._if_watch_since is None:
+            self._if_watch_since = now
+        if now - self._if_watch_since < IF_WATCH_MAX_NS:
+            self._watch_if(True)
+            return SLICE_US
+        self._watch_if(False)
+        return WAIT_SLICE_US
 
     def _watch_if(self, on):
         """Install or remove the block hook that stops the CPU once IF is set.

@@ -189,13 +189,13 @@ class FwCfg:
         self.offset = 0
         data = self._lookup(self.selector)
         if data is None:
-            trace.guest_error("fw_cfg", f"select of unknown item {selector:#06x}")
-            data = b""
+            data = b""             # firmware probes absent items; they read as zeros
         if selector & FW_CFG_WRITE_CHANNEL:
             trace.guest_error("fw_cfg", f"selector {selector:#06x} has the write bit; data is read-only")
         self._current = data
         if trace.on.dev:
-            trace.emit("dev", f"fw_cfg_select {self.selector:#06x} ({len(data)} bytes)")
+            trace.emit("dev", f"fw_cfg_select {self.selector:#06x} ({len(data)} bytes"
+                              f"{', absent' if self._lookup(self.selector) is None else ''})")
 
     def read_byte(self):
         data, offset = self._current, self.offset

@@ -177,7 +177,14 @@ class I8259:
 
     # -- the register side -------------------------------------------------------------
 
+    def write_name(self, offset, value):
+        """The datasheet's name for this write, decoded as the chip decodes it."""
+        if offset == 0:
+            return "ICW1" if value & ICW1_INIT else "OCW3" if value & OCW3_SELECT else "OCW2"
+        return ("OCW1", "ICW2", "ICW3", "ICW4")[self.init_state]
+
     def write(self, offset, value):
+        name = self.write_name(offset, value) if trace.on.dev else None
         if offset == 0:
             if value & ICW1_INIT:
                 self._icw1(value)
@@ -211,7 +218,7 @@ class I8259:
             self.sfnm = bool(value & ICW4_SFNM)
             self.init_state = _READY
         if trace.on.dev:
-            trace.emit("dev", f"{self.name}_write {REGISTERS[offset][1]} <- {value:#04x} "
+            trace.emit("dev", f"{self.name}_write {name} <- {value:#04x} "
                               f"(irr={self.irr:#04x} imr={self.imr:#04x} isr={self.isr:#04x})")
 
     def _icw1(self, value):
