@@ -25,6 +25,7 @@ from drivebay.boot.cpu import Cpu
 from drivebay.boot.loader import load_multiboot
 from drivebay.boot.ram import GuestRam
 from drivebay.errors import ConfigError
+from drivebay.hw import devices
 from drivebay.hw.clock import NS_PER_SEC, VirtualClock
 from drivebay.hw.dma import GuestMemory
 from drivebay.hw.irq import IrqLine
@@ -112,6 +113,9 @@ class PcMachine:
         self.cpu = Cpu(self.ram, self.io, self.mmio, self.clock, intc=self.lapic)
         self.lapic.intr.connect(self.cpu.interrupt_raised)
         self.devices = {}
+        self._device_context = devices.DeviceContext(
+            isa_irq=lambda irq, name: self.irqs.line(irq, name), clock=self.clock,
+            io=self.io, mmio=self.mmio)
 
     # -- what the guest runs ---------------------------------------------------------
 
@@ -136,8 +140,19 @@ class PcMachine:
         self.ram.load(0x100000 - len(low), low)
         self.cpu.reset_to_real_mode()
 
-    def add_device(self, name, **options):
-        raise ConfigError(f"unknown device {name!r}: no controllers are available yet")
+    def add_device(self, name, slot=None, **options):
+        """Build the device ``name`` (hw/devices.py) and plug it into the PCI bus,
+        at ``slot`` or the first free one from 2 (QEMU's numbering, so guest
+        programs see the same bus/device/function on both emulators)."""
+        device = devices.create(name, self._device_context, **options)
+        if slot is None:
+            taken = {s for s, _ in self.pci.functions}
+            slot = next((s for s in range(2, 32) if s not in taken), None)
+            if slot is None:
+                raise ConfigError(f"no free PCI slot for {name}")
+        self.pci.plug(device, slot)
+        self.devices[slot] = device
+        return device
 
     # -- running -----------------------------------------------------------------------
 
