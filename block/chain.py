@@ -6,9 +6,10 @@ every format with a block map — and falls through to the parent only where
 the child holds nothing.  A range the child holds as zeros reads as zeros:
 it never falls back to the parent (VirtualBox 7.2 lost data that way).
 
-Parents are found from the locator the child stores (a path, relative to
-the child's folder when not absolute) or through a ``resolver`` (the media
-registry maps UUIDs to paths).  A parent that is missing, whose UUID differs
+Parents are found through a ``resolver`` (the media registry maps UUIDs to
+paths), from the locator the child stores (a path, relative to the child's
+folder when not absolute), or, for a parent known only by UUID, among the
+images in the child's folder.  A parent that is missing, whose UUID differs
 from what the child records, or that closes a loop is refused.
 """
 
@@ -16,9 +17,10 @@ import os
 
 from drivebay.block.driver import NULL_UUID, State
 from drivebay.block.drivers import open_image
-from drivebay.errors import ChainError
+from drivebay.errors import ChainError, DrivebayError
 
 MAX_CHAIN_DEPTH = 1024      # VirtualBox caps snapshot trees far lower; this bounds a hostile loop
+MAX_FOLDER_SEARCH = 512     # files examined when looking for a parent by UUID beside the child
 
 
 class Chain:
@@ -127,9 +129,36 @@ def parent_path(child, resolver=None):
             os.path.join(os.path.dirname(os.path.abspath(child.path)), locator)
         if os.path.exists(candidate):
             return candidate
+    if child.parent_uuid not in (None, NULL_UUID):
+        found = _search_folder(child)
+        if found:
+            return found
     uuid = child.parent_uuid if child.parent_uuid not in (None, NULL_UUID) else "unknown"
     raise ChainError(f"{child.path}: parent image not found (locator {locator!r}, "
                      f"UUID {uuid})")
+
+
+def _search_folder(child):
+    """A parent named only by UUID (VDI stores no path; VirtualBox finds it in
+    its media registry) is looked for among the files beside the child."""
+    folder = os.path.dirname(os.path.abspath(child.path))
+    try:
+        names = sorted(os.listdir(folder))[:MAX_FOLDER_SEARCH]
+    except OSError:
+        return None
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.samefile(path, child.path) if os.path.exists(path) else True:
+            continue
+        if not os.path.isfile(path):
+            continue
+        try:
+            with open_image(path) as candidate:
+                if candidate.uuid == child.parent_uuid:
+                    return path
+        except DrivebayError:
+            continue
+    return None
 
 
 def open_chain(path, writable=False, format=None, resolver=None):

@@ -315,6 +315,11 @@ def test_chain_reads_through_to_parent(family):
     with open_chain(child, resolver=resolver) as chain:
         assert [type(i) for i in chain.images] == [VdiDriver, VdiDriver]
         assert chain.read(0, len(content)) == content
+    # VDI stores no parent path: without a resolver the parent is found by
+    # UUID among the images beside the child, and a missing one is refused.
+    with open_chain(child) as chain:
+        assert chain.images[1].path == str(base)
+    os.rename(base, base.parent.parent / "elsewhere.vdi")
     with pytest.raises(ChainError, match="parent image not found"):
         open_chain(child)
 
