@@ -11,9 +11,10 @@ import os
 from drivebay.block.driver import ImageFile
 from drivebay.block.raw import RawDriver
 from drivebay.block.vdi import VdiDriver
+from drivebay.block.vhd import VhdDriver
 from drivebay.errors import FormatError
 
-DRIVERS = (RawDriver, VdiDriver)
+DRIVERS = (RawDriver, VdiDriver, VhdDriver)
 
 PROBE_HEAD = 64 * 1024
 PROBE_TAIL = 1024

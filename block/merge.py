@@ -33,33 +33,40 @@ def _pieces(offset, length):
         offset += n
 
 
+def _copy(pieces, source, dest, progress):
+    """Copy ``(offset, length, state)`` pieces from ``source`` into ``dest``:
+    DATA is read and written, ZERO becomes zeros in ``dest``."""
+    total, done = sum(n for _, n, _ in pieces), 0
+    buf = bytearray(STEP)
+    for ext_offset, ext_length, state in pieces:
+        for offset, n in _pieces(ext_offset, ext_length):
+            if state is State.DATA:
+                view = memoryview(buf)[:n]
+                source.readinto(offset, view)
+                dest.write(offset, view)
+            else:
+                dest.write_zeroes(offset, n)
+            done += n
+            if progress is not None:
+                progress(done, total)
+
+
 def merge_into_parent(child_path, resolver=None, progress=None):
     """Copy ``child_path``'s own content into its parent; returns the parent's path."""
     with open_chain(child_path, resolver=resolver) as chain:
         if len(chain.images) < 2:
             raise ChainError(f"{child_path}: has no parent to merge into")
         parent_path = chain.images[1].path
-    with open_image(child_path) as child, open_image(parent_path, writable=True) as parent:
-        if child.size > parent.size:
-            parent.resize(child.size)
-        extents = child.block_status(0, child.size)
-        total = sum(e.length for e in extents if e.state is not State.UNALLOCATED)
-        done = 0
-        buf = bytearray(STEP)
-        for ext in extents:
-            if ext.state is State.UNALLOCATED:
-                continue
-            for offset, n in _pieces(ext.offset, ext.length):
-                if ext.state is State.DATA:
-                    view = memoryview(buf)[:n]
-                    child.readinto(offset, view)
-                    parent.write(offset, view)
-                else:
-                    parent.write_zeroes(offset, n)
-                done += n
-                if progress is not None:
-                    progress(done, total)
-        parent.flush()
+    # The parent is opened with its own parents so that a differencing parent
+    # can copy up the rest of a block it does not hold yet (backing_read).
+    with open_image(child_path) as child, \
+            open_chain(parent_path, writable=True, resolver=resolver) as below:
+        if child.size > below.top.size:
+            below.top.resize(child.size)
+        pieces = [(e.offset, e.length, e.state) for e in child.block_status(0, child.size)
+                  if e.state is not State.UNALLOCATED]
+        _copy(pieces, child, below, progress)
+        below.flush()
     return parent_path
 
 
@@ -71,19 +78,7 @@ def merge_parent_into_child(child_path, resolver=None, progress=None):
         child = chain.images[0]
         pair = Chain(chain.images[:2])
         pieces = [(o, n, s) for o, n, s, depth in pair.block_status(0, child.size) if depth == 1]
-        total, done = sum(n for _, n, _ in pieces), 0
-        buf = bytearray(STEP)
-        for ext_offset, ext_length, state in pieces:
-            for offset, n in _pieces(ext_offset, ext_length):
-                if state is State.DATA:
-                    view = memoryview(buf)[:n]
-                    pair.readinto(offset, view)
-                    child.write(offset, view)
-                else:
-                    child.write_zeroes(offset, n)
-                done += n
-                if progress is not None:
-                    progress(done, total)
+        _copy(pieces, pair, child, progress)
         child.flush()
         if len(chain.images) > 2:
             grand = chain.images[2]
