@@ -16,8 +16,6 @@ a non-null uuidLinkage), so differencing images are not compared here.
 import json
 import os
 import random
-import shutil
-import subprocess
 
 import pytest
 
@@ -25,19 +23,13 @@ from drivebay.block.driver import State
 from drivebay.block.raw import RawDriver
 from drivebay.block.vdi import VdiDriver
 
+from qemu_tools import qemu_info as _qemu_info, run
+
 MiB = 1 << 20
 
 
-def run(*args, ok=(0,)):
-    tool = shutil.which(args[0])
-    assert tool, f"{args[0]} is not installed: the differential tests need qemu-utils"
-    r = subprocess.run([tool, *map(str, args[1:])], capture_output=True, text=True, timeout=60)
-    assert r.returncode in ok, f"{' '.join(map(str, args))} -> {r.returncode}\n{r.stdout}{r.stderr}"
-    return r
-
-
 def qemu_info(path):
-    return json.loads(run("qemu-img", "info", "-f", "vdi", "--output=json", path).stdout)
+    return _qemu_info(path, "vdi")
 
 
 def assert_qemu_agrees(vdi, raw):

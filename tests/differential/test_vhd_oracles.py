@@ -23,11 +23,8 @@ libvhdi-python 20260901 (module pyvhdi).
   images, 4 KiB-aligned writes.
 """
 
-import json
 import os
 import random
-import shutil
-import subprocess
 
 import pyvhdi
 import pytest
@@ -36,20 +33,13 @@ from drivebay.block.chain import open_chain
 from drivebay.block.drivers import open_image
 from drivebay.block.vhd import VhdDriver
 
+from qemu_tools import qemu_info as _qemu_info, run
+
 MiB = 1 << 20
 
 
-def run(*args, ok=(0,)):
-    tool = shutil.which(args[0])
-    assert tool, f"{args[0]} is not installed: the differential tests need qemu-utils"
-    r = subprocess.run([tool, *map(str, args[1:])], capture_output=True, text=True, timeout=60)
-    assert r.returncode in ok, f"{' '.join(map(str, args))} -> {r.returncode}\n{r.stdout}{r.stderr}"
-    return r
-
-
 def qemu_size(path):
-    out = run("qemu-img", "info", "-f", "vpc", "--output=json", path).stdout
-    return json.loads(out)["virtual-size"]
+    return _qemu_info(path, "vpc")["virtual-size"]
 
 
 def qemu_raw(path, tmp_path):
