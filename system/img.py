@@ -109,6 +109,13 @@ def cmd_check(args):
     except UnsupportedOperation as e:
         print(f"drivebay img check: {e}", file=sys.stderr)
         return 63
+    if args.output == "json":
+        print(json.dumps({"filename": args.file, "check-errors": len(report.errors),
+                          "errors": report.errors, "leaks": len(report.leaks),
+                          "leak-details": report.leaks, "repaired": report.repaired,
+                          "allocated-clusters": report.allocated_blocks,
+                          "total-clusters": report.total_blocks}, indent=4))
+        return report.exit_code
     for line in report.errors:
         print(f"ERROR {line}")
     for line in report.leaks:
@@ -219,6 +226,7 @@ def add_parser(sub):
     p = verb("check", cmd_check, "check an image's metadata (exit 0 clean, 2 corrupt, 3 leaks)")
     p.add_argument("-f", "--format", choices=fmt_names)
     p.add_argument("-r", "--repair", choices=["leaks", "all"])
+    p.add_argument("--output", choices=["human", "json"], default="human")
     p.add_argument("file")
 
     p = verb("compare", cmd_compare, "compare two disks by content (exit 0 same, 1 differ)")
@@ -245,6 +253,12 @@ def add_parser(sub):
 
     p = verb("compact", cmd_compact, "drop blocks that hold only zeros")
     p.add_argument("-f", "--format", choices=fmt_names)
+    p.add_argument("-p", "--progress", action="store_true")
+    p.add_argument("file")
+
+    p = verb("commit", cmd_merge, "write a differencing image's content into its parent "
+                                  "(merge --into parent)")
+    p.set_defaults(into="parent")
     p.add_argument("-p", "--progress", action="store_true")
     p.add_argument("file")
 

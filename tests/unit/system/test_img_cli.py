@@ -123,3 +123,17 @@ def test_progress_is_drawn_on_request(tmp_path, capsys):
     img(capsys, "create", "-f", "raw", raw, "4M")
     code, _, err = img(capsys, "convert", "-p", "-O", "vdi", raw, tmp_path / "o.vdi")
     assert code == 0 and "100.0%" in err
+
+
+def test_commit_and_check_json(tmp_path, capsys):
+    base, child = tmp_path / "base.vhd", tmp_path / "child.vhd"
+    img(capsys, "create", "-f", "vhd", base, "4M")
+    img(capsys, "create", "-f", "vhd", "-b", base, child)
+    with open_image(child, writable=True) as im:
+        im.write(4096, b"c" * 512)
+    assert img(capsys, "commit", child)[0] == 0
+    with open_image(base) as im:
+        assert im.read(4096, 512) == b"c" * 512
+    code, out, _ = img(capsys, "check", "--output", "json", base)
+    report = json.loads(out)
+    assert code == 0 and report["check-errors"] == 0 and report["leaks"] == 0
