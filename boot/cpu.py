@@ -117,6 +117,8 @@ class Cpu:
         self._kicked = False             # a device stopped the slice to deliver an interrupt
         self._if_hook = None             # block hook watching for EFLAGS.IF (see _watch_if)
         self._if_watch_since = None      # host time the current wait for IF began
+        self._fresh_slice = False        # no port access yet in this slice
+        self._last_io = None             # (is_out, port, size, (eip, ecx), value) of the last one
         uc.hook_add(UC_HOOK_INSN, self._hook_in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._hook_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INTR, self._hook_intr)
@@ -169,13 +171,47 @@ class Cpu:
 
     # -- hooks ----------------------------------------------------------------
 
+    # Unicorn aborts the current iteration of a REP INS/OUTS when the CPU is
+    # stopped (a timed slice ending, an interrupt kick) *after* the port hook
+    # ran, then runs that iteration again when emulation resumes: the device
+    # would see one read or write too many and a word of data would be lost.
+    # So the first port access of every slice is compared with the last one
+    # of the previous slice; the same port, EIP and ECX mean the same
+    # iteration, answered from memory instead of the device.
+
     def _hook_in(self, uc, port, size, data):
         self.time.sync()
-        return self.io.read(port, size)
+        where = (uc.reg_read(X.UC_X86_REG_EIP), uc.reg_read(X.UC_X86_REG_ECX))
+        if self._fresh_slice:
+            self._fresh_slice = False
+            last = self._last_io
+            if last is not None and last[:4] == (False, port, size, where) and self._at_string_io():
+                return last[4]
+        value = self.io.read(port, size)
+        self._last_io = (False, port, size, where, value)
+        return value
 
     def _hook_out(self, uc, port, size, value, data):
         self.time.sync()
+        where = (uc.reg_read(X.UC_X86_REG_EIP), uc.reg_read(X.UC_X86_REG_ECX))
+        if self._fresh_slice:
+            self._fresh_slice = False
+            last = self._last_io
+            if last is not None and last == (True, port, size, where, value) and self._at_string_io():
+                return
         self.io.write(port, size, value)
+        self._last_io = (True, port, size, where, value)
+
+    def _at_string_io(self):
+        """The instruction at CS:EIP is a REP INS or REP OUTS (any size)."""
+        try:
+            code = self._read_phys(self.eip_linear(), 4)
+        except (GuestRunError, UcError):
+            return False
+        prefixes = 0
+        while prefixes < 3 and code[prefixes] in (0xF3, 0xF2, 0x66, 0x67, 0x26, 0x2E, 0x36, 0x3E):
+            prefixes += 1
+        return 0xF3 in code[:prefixes] and code[prefixes] in (0x6C, 0x6D, 0x6E, 0x6F)
 
     def _hook_intr(self, uc, vector, data):
         self._pending_soft = vector
@@ -425,6 +461,7 @@ class Cpu:
                 not self.reg("eflags") & EFLAGS_IF
             slice_us = self._plan_if_watch(waiting)
             self._running = True
+            self._fresh_slice = True
             started = time.monotonic_ns()
             try:
                 uc.emu_start(self.reg("eip"), UNTIL, timeout=slice_us)

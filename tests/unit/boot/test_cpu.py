@@ -252,3 +252,45 @@ def test_mmio_window_follows_space(machine):
     start_pm(cpu, ram, "movl 0xfeb00014, %eax\n hlt")
     with pytest.raises(GuestRunError, match="0xfeb00014"):
         cpu.run(budget_ns=1_000_000_000)
+
+
+@pytest.mark.parametrize("direction", ["in", "out"])
+def test_rep_string_io_survives_stops(machine, direction):
+    """Unicorn replays the interrupted iteration of REP INSW/OUTSW after a stop;
+    the device must still see each word exactly once."""
+    cpu, ram, _, _ = machine
+    words = 3000
+    seen = []
+    counter = iter(range(1, 1 << 20))
+
+    def read(offset, size):
+        value = next(counter)
+        seen.append(value)
+        if len(seen) % 97 == 0:
+            cpu.interrupt_raised(True)                 # an interrupt kick stops the slice
+        return value
+
+    def write(offset, size, value):
+        seen.append(value)
+        if len(seen) % 97 == 0:
+            cpu.interrupt_raised(True)
+
+    cpu.io.add("fifo", 0x1F0, 2, read, write)
+    ram.load(0x200000, b"".join(i.to_bytes(2, "little") for i in range(1, words + 1)))
+    op = "rep insw" if direction == "in" else "rep outsw"
+    start_pm(cpu, ram, f"""
+    movl ${words}, %ecx
+    movl $0x200000, %edi
+    movl $0x200000, %esi
+    movw $0x1f0, %dx
+    cld
+    {op}
+    movw $0x501, %dx
+    movw $0, %ax
+    outw %ax, %dx
+""")
+    result = cpu.run(budget_ns=5_000_000_000)
+    assert result.reason == StopReason.EXIT
+    assert seen == list(range(1, words + 1))
+    stored = [int.from_bytes(ram.buffer[0x200000 + 2 * i:0x200002 + 2 * i], "little") for i in range(words)]
+    assert stored == list(range(1, words + 1))
