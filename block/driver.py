@@ -169,6 +169,7 @@ class BlockDriver:
     format_name = None
     description = ""
     create_variants = ()          # e.g. ("dynamic", "fixed"); empty: cannot create
+    fixed_sizes = None            # the only sizes the format can be created in (floppies)
     supports_backing = False      # can be a differencing image over a parent
     resizable = False
     read_only_format = False      # ISO: never writable

@@ -9,12 +9,15 @@ the file name never matters.
 import os
 
 from drivebay.block.driver import ImageFile
+from drivebay.block.floppy import FloppyDriver
+from drivebay.block.iso import IsoDriver
+from drivebay.block.parallels import ParallelsDriver
 from drivebay.block.raw import RawDriver
 from drivebay.block.vdi import VdiDriver
 from drivebay.block.vhd import VhdDriver
 from drivebay.errors import FormatError
 
-DRIVERS = (RawDriver, VdiDriver, VhdDriver)
+DRIVERS = (RawDriver, VdiDriver, VhdDriver, ParallelsDriver, IsoDriver, FloppyDriver)
 
 PROBE_HEAD = 64 * 1024
 PROBE_TAIL = 1024

@@ -18,6 +18,9 @@ from drivebay.block.drivers import DRIVERS, driver_for, open_image, probe
 from drivebay.errors import ConfigError, DrivebayError, UnsupportedOperation
 from drivebay.system.progress import TerminalProgress
 
+VARIANT_HELP = ("how the image is laid out; each format takes its own (drivebay img formats): "
+                "dynamic/fixed for most; vmdk also split2g, split2g-fixed, stream; parallels "
+                "ext (the newer signature); floppy blank or fat12")
 SIZE_RE = re.compile(r"^(\d+)([kKmMgGtT]?)[bB]?$")
 SIZE_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
 
@@ -203,6 +206,7 @@ def add_parser(sub):
     img = sub.add_parser("img", help="create, inspect, convert and repair disk images")
     verbs = img.add_subparsers(dest="verb", required=True)
     fmt_names = [d.format_name for d in DRIVERS]
+    variants = sorted({v for d in DRIVERS for v in d.create_variants})
 
     def verb(name, func, help):
         p = verbs.add_parser(name, help=help)
@@ -211,7 +215,7 @@ def add_parser(sub):
 
     p = verb("create", cmd_create, "create an image (or a differencing image with -b)")
     p.add_argument("-f", "--format", default="vdi" if "vdi" in fmt_names else "raw", choices=fmt_names)
-    p.add_argument("--variant", choices=["dynamic", "fixed"], default=None)
+    p.add_argument("--variant", choices=variants, default=None, help=VARIANT_HELP)
     p.add_argument("-b", "--backing", help="parent image: make a differencing image")
     p.add_argument("file")
     p.add_argument("size", nargs="?")
@@ -240,7 +244,7 @@ def add_parser(sub):
         p.add_argument("-f", "--format", choices=fmt_names, help="source format (default: probe)")
         p.add_argument("-O", "--output-format", default="vdi" if "vdi" in fmt_names else "raw",
                        choices=fmt_names)
-        p.add_argument("--variant", choices=["dynamic", "fixed"], default=None)
+        p.add_argument("--variant", choices=variants, default=None, help=VARIANT_HELP)
         p.add_argument("--keep-uuid", action="store_true", help="give the copy the source's UUID")
         p.add_argument("-p", "--progress", action="store_true")
         p.add_argument("source")

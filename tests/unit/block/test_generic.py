@@ -15,7 +15,7 @@ from drivebay.block.drivers import DRIVERS, open_image, probe
 from drivebay.errors import ImageError
 
 MiB = 1 << 20
-CREATABLE = [d for d in DRIVERS if d.create_variants]
+CREATABLE = [d for d in DRIVERS if d.create_variants and d.fixed_sizes is None]
 DIFFERENCING = [d for d in CREATABLE if d.supports_backing]
 
 
