@@ -141,17 +141,24 @@ class PcMachine:
         self.cpu.reset_to_real_mode()
 
     def add_device(self, name, slot=None, **options):
-        """Build the device ``name`` (hw/devices.py) and plug it into the PCI bus,
-        at ``slot`` or the first free one from 2 (QEMU's numbering, so guest
-        programs see the same bus/device/function on both emulators)."""
+        """Build the device ``name`` (hw/devices.py) and plug it into the PCI bus.
+
+        A device built for a function other than 0 (``function=1`` for the
+        PIIX IDE, which sits at 01.1 on a PC) joins slot 1 beside the ISA
+        bridge; others take ``slot`` or the first free slot from 2 (QEMU's
+        numbering, so guest programs see the same bus/device/function on
+        both emulators)."""
         device = devices.create(name, self._device_context, **options)
+        function = getattr(device, "pci_function", 0)
+        if slot is None and function:
+            slot = 1                     # a PIIX function beside the ISA bridge, as 01.1 on a PC
         if slot is None:
             taken = {s for s, _ in self.pci.functions}
             slot = next((s for s in range(2, 32) if s not in taken), None)
             if slot is None:
                 raise ConfigError(f"no free PCI slot for {name}")
-        self.pci.plug(device, slot)
-        self.devices[slot] = device
+        self.pci.plug(device, slot, function)
+        self.devices[slot, function] = device
         return device
 
     # -- running -----------------------------------------------------------------------

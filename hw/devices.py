@@ -38,3 +38,15 @@ def create(name, ctx, **options):
         known = ", ".join(sorted(DEVICES)) or "none yet"
         raise ConfigError(f"unknown device {name!r} (known: {known})") from None
     return factory(ctx, **options)
+
+
+# -- rows ------------------------------------------------------------------------------
+# Imported here, after register() exists, so each controller package stays
+# free of import-time side effects; a row is (name, factory, description).
+from functools import partial  # noqa: E402
+
+from drivebay.hw.ide import piix as ide_piix  # noqa: E402
+
+register("piix3-ide", partial(ide_piix.create, "piix3-ide"), ide_piix.VARIANT_BY_NAME["piix3-ide"].description)
+register("piix4-ide", partial(ide_piix.create, "piix4-ide"), ide_piix.VARIANT_BY_NAME["piix4-ide"].description)
+register("ich6-ide", partial(ide_piix.create, "ich6-ide"), ide_piix.VARIANT_BY_NAME["ich6-ide"].description)

@@ -22,8 +22,64 @@ TAP_LINE = re.compile(r"^(ok|not ok) (\d+)(?: - (.*))?$")
 TAP_PLAN = re.compile(r"^1\.\.(\d+)$")
 QEMU = "qemu-system-x86_64"
 
+# -- IDE: drivebay's drives={(channel, unit): {"type": "hdd"|"dvddrive", "path": ...}} --------
+
+_QEMU_IMAGE_FORMATS = {".vdi": "vdi", ".vmdk": "vmdk", ".vhd": "vpc", ".vhdx": "vhdx",
+                       ".qcow2": "qcow2", ".qcow": "qcow", ".qed": "qed", ".hdd": "parallels"}
+_QEMU_IDE_MEDIA = {"hdd": "disk", "dvddrive": "cdrom"}
+
+
+def _qemu_ide_drive(spec):
+    """The -drive properties for one drive spec: media, and file/format unless
+    it is an empty CD/DVD drive.  Commas in a path are doubled (QEMU's escape)."""
+    media = _QEMU_IDE_MEDIA[spec["type"]]
+    props = f"media={media}"
+    if spec.get("path"):
+        path = str(spec["path"])
+        fmt = spec.get("format") or _QEMU_IMAGE_FORMATS.get(
+            path[path.rfind("."):].lower() if "." in path else "", "raw")
+        props += f",file={path.replace(',', ',,')},format={fmt}"
+    return props
+
+
+def _ide_slots(options):
+    """(channel, unit, spec) for each drive, keys given as (c, u) or "c:u"."""
+    slots = []
+    for key, spec in (options.get("drives") or {}).items():
+        channel, unit = map(int, key.split(":")) if isinstance(key, str) else key
+        slots.append((channel, unit, spec))
+    return sorted(slots, key=lambda s: s[:2])
+
+
+def _qemu_piix3_ide(options):
+    # The pc machine's own PIIX3 IDE (00:01.1): drives by IDE index, 0-3 =
+    # primary master, primary slave, secondary master, secondary slave.
+    return [arg for channel, unit, spec in _ide_slots(options)
+            for arg in ("-drive", f"if=ide,index={2 * channel + unit},{_qemu_ide_drive(spec)}")]
+
+
+def _qemu_added_ide(model):
+    # A second IDE function beside the built-in PIIX3 (which the pc machine
+    # cannot drop).  Both decode the legacy ports; QEMU gives them to the
+    # device added last, so programs reach this one's drives at 1F0h/170h,
+    # but must use its own bus-master BAR: they pick it by PCI ID (pciid=).
+    def translate(options):
+        bus = f"{model}-0"
+        args = ["-device", f"{model},id={bus}"]
+        for channel, unit, spec in _ide_slots(options):
+            drive = f"{bus}-d{channel}{unit}"
+            kind = "ide-hd" if spec["type"] == "hdd" else "ide-cd"
+            args += ["-drive", f"if=none,id={drive},{_qemu_ide_drive(spec)}",
+                     "-device", f"{kind},drive={drive},bus={bus}.{channel},unit={unit}"]
+        return args
+    return translate
+
+
 # drivebay device names -> QEMU -device options (controller issues add rows).
-QEMU_DEVICES = {}
+QEMU_DEVICES = {
+    "piix3-ide": _qemu_piix3_ide,
+    "piix4-ide": _qemu_added_ide("piix4-ide"),
+}
 
 
 @dataclass
