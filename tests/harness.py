@@ -58,27 +58,9 @@ def _qemu_piix3_ide(options):
             for arg in ("-drive", f"if=ide,index={2 * channel + unit},{_qemu_ide_drive(spec)}")]
 
 
-def _qemu_added_ide(model):
-    # A second IDE function beside the built-in PIIX3 (which the pc machine
-    # cannot drop).  Both decode the legacy ports; QEMU gives them to the
-    # device added last, so programs reach this one's drives at 1F0h/170h,
-    # but must use its own bus-master BAR: they pick it by PCI ID (pciid=).
-    def translate(options):
-        bus = f"{model}-0"
-        args = ["-device", f"{model},id={bus}"]
-        for channel, unit, spec in _ide_slots(options):
-            drive = f"{bus}-d{channel}{unit}"
-            kind = "ide-hd" if spec["type"] == "hdd" else "ide-cd"
-            args += ["-drive", f"if=none,id={drive},{_qemu_ide_drive(spec)}",
-                     "-device", f"{kind},drive={drive},bus={bus}.{channel},unit={unit}"]
-        return args
-    return translate
-
-
 # drivebay device names -> QEMU -device options (controller issues add rows).
 QEMU_DEVICES = {
     "piix3-ide": _qemu_piix3_ide,
-    "piix4-ide": _qemu_added_ide("piix4-ide"),
 }
 
 
@@ -126,7 +108,7 @@ def qemu_available():
 
 
 def run_qemu(elf, cmdline="", devices=(), memory_mb=64, timeout_s=120.0):
-    cmd = [QEMU, "-machine", "pc", "-m", str(memory_mb), "-kernel", str(elf),
+    cmd = [QEMU, "-machine", "pc", "-nodefaults", "-m", str(memory_mb), "-kernel", str(elf),
            "-serial", "stdio", "-display", "none", "-monitor", "none", "-no-reboot",
            "-device", "isa-debug-exit,iobase=0x501,iosize=2", "-accel", "tcg"]
     if cmdline:

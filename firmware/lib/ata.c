@@ -13,6 +13,7 @@
 #define ATA_RESET_TIMEOUT_US  5000000u
 #define ATA_SRST_PULSE_US     10        /* spec: at least 5 us */
 #define ATA_SRST_SETTLE_MS    2         /* spec: wait 2 ms before polling BSY */
+#define ATA_SIGNATURE_WAIT_US 100000    /* how long a reset signature may lag BSY */
 #define ATAPI_MAX_CHUNKS      4096      /* bounds the packet data loop */
 
 /* Intel PIIX-family IDE functions: their legacy ports decode only while
@@ -157,7 +158,16 @@ bool ata_soft_reset(struct ata_channel *ch)
     udelay(ATA_SRST_PULSE_US);
     outb(ch->ctl + ATA_REG_DEVCTL, ch->devctl);
     mdelay(ATA_SRST_SETTLE_MS);
-    return ata_wait_not_busy(ch, ATA_RESET_TIMEOUT_US, NULL);
+    if (!ata_wait_not_busy(ch, ATA_RESET_TIMEOUT_US, NULL))
+        return false;
+    /* Device 0 posts its signature (sector count and LBA low both 01h, for
+     * disks and packet devices alike) when its diagnostics end.  Some
+     * emulators finish the reset asynchronously, a moment after BSY is
+     * already clear, so give the signature a bounded moment to appear; an
+     * empty channel simply waits the whole moment. */
+    WAIT_FOR(ata_read(ch, ATA_REG_COUNT) == 0x01 && ata_read(ch, ATA_REG_LBA_LOW) == 0x01,
+             ATA_SIGNATURE_WAIT_US);
+    return true;
 }
 
 struct ata_signature ata_read_signature(const struct ata_channel *ch, unsigned unit)

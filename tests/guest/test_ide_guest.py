@@ -12,9 +12,11 @@ HARDDISK"/"QEMU DVD-ROM", drivebay's "VBOX HARDDISK"/"VBOX CD-ROM", so each
 emulator's command line carries its own expected model and nothing else
 differs.  The two outcomes must then agree test by test (harness.compare).
 
-QEMU's pc machine always has its PIIX3 IDE at 00:01.1; "piix4-ide" is added
-beside it (harness.QEMU_DEVICES), so the programs are told which controller
-to drive with pciid=.
+QEMU's reference is always the IDE of its pc board, a PIIX3 at 00:01.1: a
+PIIX4 or ICH6 IDE added beside it would fight it for the legacy ports (and
+QEMU adds a default CD drive there), which made that comparison flaky.
+drivebay runs every IDE variant it models; the PCI ID is identity, reported
+rather than compared.
 """
 
 import struct
@@ -33,8 +35,9 @@ MODELS = {
     "qemu": {"hdd": "QEMU_HARDDISK", "dvddrive": "QEMU_DVD-ROM"},
     "drivebay": {"hdd": "VBOX_HARDDISK", "dvddrive": "VBOX_CD-ROM"},
 }
-# Which controller the programs pick (see the module docstring).
-CONTROLLERS = {"piix3-ide": "", "piix4-ide": " pciid=8086:7111"}
+# drivebay's IDE variants, each compared with QEMU's board IDE.
+CONTROLLERS = ["piix3-ide", "piix4-ide", "ich6-ide"]
+QEMU_CONTROLLER = "piix3-ide"
 
 # ide.c's writes: (first LBA, sectors, tag); written word i of sector lba is
 # (tag << 24) ^ (i << 16) ^ lba.
@@ -91,7 +94,9 @@ def identity(outcome):
 def run_on(emulator, program, controller, drives, model_kind, cmdline):
     """Run `program` on one emulator with the drives `drives(emulator)` makes,
     telling it that emulator's model."""
-    line = f"{cmdline} model={MODELS[emulator][model_kind]}{CONTROLLERS[controller]}"
+    line = f"{cmdline} model={MODELS[emulator][model_kind]}"
+    if emulator == "qemu":
+        controller = QEMU_CONTROLLER
     kwargs = {"timeout_s": DRIVEBAY_TIMEOUT_S} if emulator == "drivebay" else {}
     outcome = RUNNERS[emulator](guest_program(program), cmdline=line,
                                 devices=[(controller, {"drives": drives(emulator)})], **kwargs)
@@ -99,7 +104,7 @@ def run_on(emulator, program, controller, drives, model_kind, cmdline):
     return outcome
 
 
-@pytest.mark.parametrize("controller", sorted(CONTROLLERS))
+@pytest.mark.parametrize("controller", CONTROLLERS)
 def test_ide_disk_program(controller, tmp_path):
     def drives(emulator):
         path = tmp_path / f"{emulator}-disk.img"
@@ -117,7 +122,7 @@ def test_ide_disk_program(controller, tmp_path):
     assert compare(ours, theirs) == []
 
 
-@pytest.mark.parametrize("controller", sorted(CONTROLLERS))
+@pytest.mark.parametrize("controller", CONTROLLERS)
 def test_atapi_cd_program(controller, tmp_path):
     def drives(emulator):
         path = tmp_path / f"{emulator}-cd.iso"
