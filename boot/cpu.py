@@ -37,6 +37,9 @@ from drivebay.errors import GuestRunError
 PAGE = 0x1000
 SLICE_US = 10_000              # longest stretch of guest code between interrupt checks
 EFLAGS_IF = 1 << 9
+EFLAGS_DF = 1 << 10
+STRING_PREFIXES = frozenset({0xF3, 0xF2, 0x66, 0x67, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65})
+SEGMENT_OVERRIDES = frozenset({0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65})
 EFLAGS_TF = 1 << 8
 EFLAGS_AC = 1 << 18
 EFLAGS_NT = 1 << 14
@@ -179,39 +182,113 @@ class Cpu:
     # of the previous slice; the same port, EIP and ECX mean the same
     # iteration, answered from memory instead of the device.
 
+    #
+    # A REP INSW/OUTSW on a port whose region serves repeats (an IDE data
+    # register) is done in one hook call: the hook moves all but one unit
+    # itself, between guest memory and the device, and leaves EDI/ESI and ECX
+    # one iteration from the end; unicorn finishes that iteration.  Unicorn
+    # stores an IN's value at the EDI it had before the hook, but resumes
+    # from the updated registers, so the first unit is returned and the
+    # replay record names the last one.
+
     def _hook_in(self, uc, port, size, data):
         self.time.sync()
-        where = (uc.reg_read(X.UC_X86_REG_EIP), uc.reg_read(X.UC_X86_REG_ECX))
+        eip, ecx = uc.reg_read(X.UC_X86_REG_EIP), uc.reg_read(X.UC_X86_REG_ECX)
         if self._fresh_slice:
             self._fresh_slice = False
             last = self._last_io
-            if last is not None and last[:4] == (False, port, size, where) and self._at_string_io():
+            if last is not None and last[:4] == (False, port, size, (eip, ecx)) and \
+                    self._rep_string_io(eip) is not None:
                 return last[4]
+        region = self.io.find(port)
+        if region is not None and region.read_repeat is not None and ecx > 1 and size > 1:
+            step = self._string_io(eip)
+            if step is not None and step[0] == "ins":
+                data = self.io.read_repeat(region, port, size, ecx)
+                n = len(data) // size
+                if n:
+                    if n > 1:
+                        # Unit 0 too: should the CPU be stopped before its
+                        # store, the replayed iteration stores the last unit.
+                        edi = uc.reg_read(X.UC_X86_REG_EDI)
+                        self._write_linear(step[1] + edi, data[:n * size])
+                        uc.reg_write(X.UC_X86_REG_EDI, edi + size * (n - 1))
+                        uc.reg_write(X.UC_X86_REG_ECX, ecx - (n - 1))
+                    last_value = int.from_bytes(data[(n - 1) * size:n * size], "little")
+                    self._last_io = (False, port, size, (eip, ecx - (n - 1)), last_value)
+                    return int.from_bytes(data[:size], "little")
         value = self.io.read(port, size)
-        self._last_io = (False, port, size, where, value)
+        self._last_io = (False, port, size, (eip, ecx), value)
         return value
 
     def _hook_out(self, uc, port, size, value, data):
         self.time.sync()
-        where = (uc.reg_read(X.UC_X86_REG_EIP), uc.reg_read(X.UC_X86_REG_ECX))
+        eip, ecx = uc.reg_read(X.UC_X86_REG_EIP), uc.reg_read(X.UC_X86_REG_ECX)
         if self._fresh_slice:
             self._fresh_slice = False
             last = self._last_io
-            if last is not None and last == (True, port, size, where, value) and self._at_string_io():
+            if last is not None and last == (True, port, size, (eip, ecx), value) and \
+                    self._rep_string_io(eip) is not None:
                 return
+        region = self.io.find(port)
+        if region is not None and region.write_repeat is not None and ecx > 1 and size > 1:
+            step = self._string_io(eip)
+            if step is not None and step[0] == "outs":
+                esi = uc.reg_read(X.UC_X86_REG_ESI)
+                rest = self._read_phys(self._linear(step[1] + esi + size), size * (ecx - 1))
+                units = self.io.write_repeat(region, port, size,
+                                             value.to_bytes(size, "little") + rest)
+                if units > 1:
+                    # The last unit taken is the one unicorn now reads and "writes".
+                    uc.reg_write(X.UC_X86_REG_ESI, esi + size * (units - 1))
+                    uc.reg_write(X.UC_X86_REG_ECX, ecx - (units - 1))
+                    last_value = int.from_bytes(rest[(units - 2) * size:(units - 1) * size], "little")
+                    self._last_io = (True, port, size, (eip, ecx - (units - 1)), last_value)
+                    return
+                if units == 1:
+                    self._last_io = (True, port, size, (eip, ecx), value)
+                    return
         self.io.write(port, size, value)
-        self._last_io = (True, port, size, where, value)
+        self._last_io = (True, port, size, (eip, ecx), value)
 
-    def _at_string_io(self):
-        """The instruction at CS:EIP is a REP INS or REP OUTS (any size)."""
+    def _rep_string_io(self, eip):
+        """(opcode, prefixes) of a REP INS/OUTS at CS:EIP, in any mode; else None."""
         try:
-            code = self._read_phys(self.eip_linear(), 4)
+            code = self._read_phys(self._linear(self.segment_base(self.reg("cs")) + eip), 5)
         except (GuestRunError, UcError):
+            return None
+        count = next((i for i, b in enumerate(code) if b not in STRING_PREFIXES), len(code))
+        prefixes = code[:count]
+        if count >= len(code) or 0xF3 not in prefixes or code[count] not in (0x6C, 0x6D, 0x6E, 0x6F):
+            return None
+        return code[count], prefixes
+
+    def _string_io(self, eip):
+        """For a REP INS/OUTS at CS:EIP that the one-call path handles (32-bit
+        code and addresses, no segment override, DF clear): ("ins", ES base)
+        or ("outs", DS base); None otherwise (each iteration then goes
+        through the hook on its own)."""
+        found = self._rep_string_io(eip)
+        if found is None:
+            return None
+        op, prefixes = found
+        if self.reg("eflags") & EFLAGS_DF or not self._code32() or 0x67 in prefixes or \
+                set(prefixes) & SEGMENT_OVERRIDES:
+            return None
+        if op in (0x6C, 0x6D):
+            return ("ins", self.segment_base(self.reg("es")))
+        return ("outs", self.segment_base(self.reg("ds")))
+
+    def _code32(self):
+        """The current code segment uses 32-bit addresses (descriptor D bit)."""
+        if not self.protected:
             return False
-        prefixes = 0
-        while prefixes < 3 and code[prefixes] in (0xF3, 0xF2, 0x66, 0x67, 0x26, 0x2E, 0x36, 0x3E):
-            prefixes += 1
-        return 0xF3 in code[:prefixes] and code[prefixes] in (0x6C, 0x6D, 0x6E, 0x6F)
+        _, base, limit, _ = self.uc.reg_read(X.UC_X86_REG_GDTR)
+        index = self.reg("cs") & ~7
+        if index + 7 > limit:
+            return False
+        high = struct.unpack("<I", self._read_phys(base + index + 4, 4))[0]
+        return bool(high & (1 << 22))
 
     def _hook_intr(self, uc, vector, data):
         self._pending_soft = vector

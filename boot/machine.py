@@ -21,6 +21,7 @@ writes go to the local APIC; the CPU loop asks the APIC for vectors.
 
 import time
 
+from drivebay.block.backend import BlockBackend
 from drivebay.boot.cpu import Cpu
 from drivebay.boot.loader import load_multiboot
 from drivebay.boot.ram import GuestRam
@@ -115,7 +116,8 @@ class PcMachine:
         self.devices = {}
         self._device_context = devices.DeviceContext(
             isa_irq=lambda irq, name: self.irqs.line(irq, name), clock=self.clock,
-            io=self.io, mmio=self.mmio)
+            io=self.io, mmio=self.mmio, open_medium=self._open_medium)
+        self._media = []
 
     # -- what the guest runs ---------------------------------------------------------
 
@@ -160,6 +162,22 @@ class PcMachine:
         self.pci.plug(device, slot, function)
         self.devices[slot, function] = device
         return device
+
+    def _open_medium(self, path, **options):
+        backend = BlockBackend.open(path, **options)
+        self._media.append(backend)
+        return backend
+
+    def close(self):
+        """Power off: close every image the machine opened (and its locks)."""
+        while self._media:
+            self._media.pop().close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     # -- running -----------------------------------------------------------------------
 

@@ -19,6 +19,9 @@ class DeviceContext:
     clock: object              # the VirtualClock
     io: object                 # IoSpace, for legacy fixed ports
     mmio: object               # MmioSpace
+    # open_medium(path, **BlockBackend.open options) -> backend; the machine
+    # opens the image, and closes it when it powers off.
+    open_medium: Callable = None
 
 
 # name -> (factory, one-line description); controller issues add rows.

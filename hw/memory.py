@@ -19,15 +19,26 @@ IO_SPACE_SIZE = 0x10000
 
 
 class Region:
-    __slots__ = ("name", "base", "size", "read", "write", "names")
+    """A device's window.  ``read_repeat``/``write_repeat`` (optional) serve a
+    REP INS/OUTS in one call: ``read_repeat(offset, size, count) -> bytes``
+    returns what up to ``count`` consecutive single reads would (fewer when
+    the device runs out of data), ``write_repeat(offset, size, data) ->
+    units`` takes what up to len(data)/size single writes would and says how
+    many it took.  A data port moving a sector a word at a time is the case
+    they exist for."""
 
-    def __init__(self, name, base, size, read, write, names=None):
+    __slots__ = ("name", "base", "size", "read", "write", "names", "read_repeat", "write_repeat")
+
+    def __init__(self, name, base, size, read, write, names=None, read_repeat=None,
+                 write_repeat=None):
         self.name = name
         self.base = base
         self.size = size
         self.read = read
         self.write = write
         self.names = names
+        self.read_repeat = read_repeat
+        self.write_repeat = write_repeat
 
     def describe(self, offset, size):
         names = self.names
@@ -57,13 +68,13 @@ class IoSpace:
         self._by_port = [None] * IO_SPACE_SIZE
         self.regions = []
 
-    def add(self, name, base, size, read, write, names=None):
+    def add(self, name, base, size, read, write, names=None, read_repeat=None, write_repeat=None):
         if base < 0 or size <= 0 or base + size > IO_SPACE_SIZE:
             raise ValueError(f"I/O region {name} {base:#x}+{size:#x} outside port space")
         for r in self.regions:
             if r.overlaps(base, size):
                 raise ValueError(f"I/O region {name} at {base:#x} overlaps {r.name} at {r.base:#x}")
-        region = Region(name, base, size, read, write, names)
+        region = Region(name, base, size, read, write, names, read_repeat, write_repeat)
         self.regions.append(region)
         for port in range(base, base + size):
             self._by_port[port] = region
@@ -88,6 +99,22 @@ class IoSpace:
         if trace.on.pio:
             trace.emit("pio", f"in{'bwl'[size >> 1]}  {port:#06x} {region.describe(port - region.base, size)} -> {value:#x}")
         return value
+
+    def read_repeat(self, region, port, size, count):
+        """A REP INS served by the region in one call (see Region)."""
+        data = region.read_repeat(port - region.base, size, count)
+        if trace.on.pio:
+            trace.emit("pio", f"rep in{'bwl'[size >> 1]} {port:#06x} "
+                              f"{region.describe(port - region.base, size)} x{len(data) // size}")
+        return data
+
+    def write_repeat(self, region, port, size, data):
+        """A REP OUTS served by the region in one call (see Region)."""
+        units = region.write_repeat(port - region.base, size, data)
+        if trace.on.pio:
+            trace.emit("pio", f"rep out{'bwl'[size >> 1]} {port:#06x} "
+                              f"{region.describe(port - region.base, size)} x{units}")
+        return units
 
     def write(self, port, size, value):
         region = self._by_port[port & 0xFFFF]

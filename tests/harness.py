@@ -94,11 +94,11 @@ def parse_tap(emulator, status, text):
 
 def run_drivebay(elf, cmdline="", devices=(), memory_mb=64, timeout_s=60.0):
     out = bytearray()
-    machine = PcMachine(memory_mb=memory_mb, serial_out=out.extend)
-    for name, options in devices:
-        machine.add_device(name, **options)
-    machine.load_program(elf, cmdline=cmdline)
-    result = machine.run(timeout_s=timeout_s)
+    with PcMachine(memory_mb=memory_mb, serial_out=out.extend) as machine:
+        for name, options in devices:
+            machine.add_device(name, **options)
+        machine.load_program(elf, cmdline=cmdline)
+        result = machine.run(timeout_s=timeout_s)
     status = result.exit_code if result.reason == StopReason.EXIT else None
     return parse_tap("drivebay", status, out.decode("latin-1"))
 

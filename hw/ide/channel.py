@@ -181,6 +181,37 @@ class IdeChannel(AtaTransport):
             return
         device.execute(opcode)
 
+    def command_read_repeat(self, offset, size, count):
+        """REP INSW/INSD on the data register: what ``count`` single reads
+        would return, block after block while the device keeps DRQ up."""
+        device = self.devices[self.selected]
+        if offset != 0 or size == 1 or device is None:
+            return b""
+        out = bytearray()
+        want = count * size
+        while len(out) < want and device.phase is Phase.PIO_IN:
+            n = min(want - len(out), device.end - device.pos)
+            n -= n % size
+            if n <= 0:
+                break
+            out += device.pio_read(n)
+        return bytes(out)
+
+    def command_write_repeat(self, offset, size, data):
+        """REP OUTSW/OUTSD on the data register; returns the units taken."""
+        device = self.devices[self.selected]
+        if offset != 0 or size == 1 or device is None:
+            return 0
+        taken = 0
+        while taken < len(data) and device.phase in (Phase.PIO_OUT, Phase.PACKET):
+            n = min(len(data) - taken, device.end - device.pos)
+            n -= n % size
+            if n <= 0:
+                break
+            device.pio_write(data[taken:taken + n])
+            taken += n
+        return taken // size
+
     def _data_write(self, size, value):
         device = self.devices[self.selected]
         if device is None:

@@ -149,7 +149,9 @@ class PciIdeController(PciDevice):
         try:
             command_region = self.io.add(f"{self.name}.ide{index}", base, regs.COMMAND_BLOCK_SIZE,
                                          channel.command_read, channel.command_write,
-                                         names=regs.command_block_name)
+                                         names=regs.command_block_name,
+                                         read_repeat=channel.command_read_repeat,
+                                         write_repeat=channel.command_write_repeat)
         except ValueError as e:
             trace.guest_error(self.name, f"legacy ports of ide{index} not decoded: {e}")
             return
@@ -282,12 +284,13 @@ def _slot_key(key):
     return key
 
 
-def _open_medium(spec, **options):
+def _open_unowned(path, **options):
+    """Without a machine to own it (unit tests), the caller closes the backend."""
     from drivebay.block.backend import BlockBackend
-    return BlockBackend.open(spec["path"], format=spec.get("format"), **options)
+    return BlockBackend.open(path, **options)
 
 
-def _make_drive(spec, where):
+def _make_drive(spec, where, open_medium):
     unknown = set(spec) - DRIVE_OPTIONS
     if unknown:
         raise ConfigError(f"IDE drive {where}: unknown options {', '.join(sorted(unknown))}")
@@ -300,9 +303,10 @@ def _make_drive(spec, where):
         if backend is None:
             if "path" not in spec:
                 raise ConfigError(f"IDE drive {where}: a hard disk needs a path or a backend")
-            backend = _open_medium(spec, read_only=bool(spec.get("read_only", False)),
-                                   discard=bool(spec.get("discard", False)),
-                                   non_rotational=bool(spec.get("non_rotational", False)))
+            backend = open_medium(spec["path"], format=spec.get("format"),
+                                  read_only=bool(spec.get("read_only", False)),
+                                  discard=bool(spec.get("discard", False)),
+                                  non_rotational=bool(spec.get("non_rotational", False)))
         return AtaDevice(DeviceKind.DISK, backend=backend, non_rotational=spec.get("non_rotational"),
                          discard=spec.get("discard"), **names)
     lun = spec.get("lun")
@@ -310,7 +314,8 @@ def _make_drive(spec, where):
         backend = spec.get("backend")
         if backend is None and spec.get("path"):
             from drivebay.block.backend import OPTICAL_SECTOR
-            backend = _open_medium(spec, read_only=True, sector_size=OPTICAL_SECTOR)
+            backend = open_medium(spec["path"], format=spec.get("format"), read_only=True,
+                                  sector_size=OPTICAL_SECTOR)
         try:
             from drivebay.hw.scsi.mmc import ScsiCdrom
         except ImportError as e:
@@ -337,7 +342,8 @@ def create(device_name, ctx, drives=None, function=1, name=None):
     built = []
     for key, spec in (drives or {}).items():
         channel, unit = _slot_key(key)
-        built.append((channel, unit, _make_drive(dict(spec), f"{channel}:{unit}")))
+        built.append((channel, unit, _make_drive(dict(spec), f"{channel}:{unit}",
+                                                 ctx.open_medium or _open_unowned)))
     controller = PciIdeController(variant, ctx.io, ctx.isa_irq, function=function, name=name)
     if None in controller._legacy_regions:
         # Another device holds 1F0h/170h or 3F6h/376h (a second IDE

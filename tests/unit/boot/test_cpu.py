@@ -254,14 +254,18 @@ def test_mmio_window_follows_space(machine):
         cpu.run(budget_ns=1_000_000_000)
 
 
+@pytest.mark.parametrize("bulk", [False, True], ids=["per-word", "one-call"])
 @pytest.mark.parametrize("direction", ["in", "out"])
-def test_rep_string_io_survives_stops(machine, direction):
+def test_rep_string_io_survives_stops(machine, direction, bulk):
     """Unicorn replays the interrupted iteration of REP INSW/OUTSW after a stop;
-    the device must still see each word exactly once."""
+    the device must still see each word exactly once, whether the CPU moves
+    the words one hook call at a time or a whole run at once (a region with
+    read_repeat/write_repeat, served in chunks of 250 words)."""
     cpu, ram, _, _ = machine
     words = 3000
     seen = []
     counter = iter(range(1, 1 << 20))
+    calls = []
 
     def read(offset, size):
         value = next(counter)
@@ -275,7 +279,19 @@ def test_rep_string_io_survives_stops(machine, direction):
         if len(seen) % 97 == 0:
             cpu.interrupt_raised(True)
 
-    cpu.io.add("fifo", 0x1F0, 2, read, write)
+    def read_repeat(offset, size, count):
+        calls.append(count)
+        return b"".join(read(offset, size).to_bytes(2, "little") for _ in range(min(count, 250)))
+
+    def write_repeat(offset, size, data):
+        calls.append(len(data) // 2)
+        units = min(len(data) // 2, 250)
+        for i in range(units):
+            write(offset, size, int.from_bytes(data[2 * i:2 * i + 2], "little"))
+        return units
+
+    cpu.io.add("fifo", 0x1F0, 2, read, write,
+               read_repeat=read_repeat if bulk else None, write_repeat=write_repeat if bulk else None)
     ram.load(0x200000, b"".join(i.to_bytes(2, "little") for i in range(1, words + 1)))
     op = "rep insw" if direction == "in" else "rep outsw"
     start_pm(cpu, ram, f"""
@@ -294,3 +310,4 @@ def test_rep_string_io_survives_stops(machine, direction):
     assert seen == list(range(1, words + 1))
     stored = [int.from_bytes(ram.buffer[0x200000 + 2 * i:0x200002 + 2 * i], "little") for i in range(words)]
     assert stored == list(range(1, words + 1))
+    assert bool(calls) == bulk and len(calls) < (words // 100 if bulk else 1)
