@@ -15,9 +15,10 @@ from drivebay.block.parallels import ParallelsDriver
 from drivebay.block.raw import RawDriver
 from drivebay.block.vdi import VdiDriver
 from drivebay.block.vhd import VhdDriver
+from drivebay.block.vmdk import VmdkDriver
 from drivebay.errors import FormatError
 
-DRIVERS = (RawDriver, VdiDriver, VhdDriver, ParallelsDriver, IsoDriver, FloppyDriver)
+DRIVERS = (RawDriver, VdiDriver, VhdDriver, ParallelsDriver, IsoDriver, FloppyDriver, VmdkDriver)
 
 PROBE_HEAD = 64 * 1024
 PROBE_TAIL = 1024
