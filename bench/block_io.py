@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Block-layer throughput: drivebay against qemu-img on the same images, same run.
 
-For each format (raw, VDI, VHD) a dynamic image of SIZE (default 1 GiB) is
+For each format (raw, VDI, VHD, VMDK sparse, Parallels) a dynamic image of SIZE (default 1 GiB) is
 filled with random data by ``qemu-img convert``; then:
 
 * 64 KiB sequential reads of the whole disk and 4 KiB random reads: drivebay
@@ -31,7 +31,7 @@ from drivebay.block.chain import open_chain
 from drivebay.block.convert import convert
 from drivebay.block.drivers import driver_for
 
-QEMU_FMT = {"raw": "raw", "vdi": "vdi", "vhd": "vpc"}
+QEMU_FMT = {"raw": "raw", "vdi": "vdi", "vhd": "vpc", "vmdk": "vmdk", "parallels": "parallels"}
 MiB = 1 << 20
 
 
@@ -77,7 +77,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--random-reads", type=int, default=50_000)
-    ap.add_argument("--formats", default="raw,vdi,vhd")
+    ap.add_argument("--formats", default="raw,vdi,vhd,vmdk,parallels")
     ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "block_io.json"))
     args = ap.parse_args()
     size = args.size_mib * MiB
