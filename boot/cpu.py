@@ -56,6 +56,7 @@ GATE_INT16, GATE_TRAP16, GATE_INT32, GATE_TRAP32 = 0x6, 0x7, 0xE, 0xF
 UNTIL = 1 << 40                 # an end address EIP can never reach
 IF_WATCH_MAX_NS = 2_000_000     # watch IF block by block for this long, then poll
 WAIT_SLICE_US = 1_000           # polling slice while an interrupt waits for IF
+SLICE_MARGIN_NS = 200_000       # a callback ending this close to the slice's end may be replayed
 
 
 class StopReason(enum.Enum):
@@ -122,6 +123,10 @@ class Cpu:
         self._if_watch_since = None      # host time the current wait for IF began
         self._fresh_slice = False        # no port access yet in this slice
         self._last_io = None             # (is_out, port, size, (eip, ecx), value) of the last one
+        self._fresh_mmio = False         # no MMIO access yet in this slice
+        self._mmio_replay = None         # (is_write, address, size, value) that may be replayed
+        self._stop_requested = False     # emu_stop was called during this slice
+        self._slice_deadline = 0         # host time at which the slice's timeout fires
         uc.hook_add(UC_HOOK_INSN, self._hook_in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._hook_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INTR, self._hook_intr)
@@ -164,13 +169,44 @@ class Cpu:
                 else:
                     self._mmio_pages[page] = count - 1
 
+    # An MMIO access is replayed the same way when the CPU is stopped while
+    # its callback runs (unicorn then restarts the instruction; EIP is not
+    # exact inside these callbacks, so it cannot be compared).  An access
+    # during which a stop became due (our own stop request, or the slice's
+    # time running out) is remembered; if the next slice begins with the
+    # same access, that is the replay: a write is dropped, a read answered
+    # from memory.  Any other access in between forgets it.
+
     def _mmio_read(self, uc, offset, size, page):
         self.time.sync()
-        return self.mmio.read(page + offset, size)
+        address = page + offset
+        replay = self._mmio_replay
+        self._mmio_replay = None
+        if self._fresh_mmio:
+            self._fresh_mmio = False
+            if replay is not None and replay[:3] == (False, address, size):
+                return replay[3]
+        value = self.mmio.read(address, size)
+        if self._stop_due():
+            self._mmio_replay = (False, address, size, value)
+        return value
 
     def _mmio_write(self, uc, offset, size, value, page):
         self.time.sync()
-        self.mmio.write(page + offset, size, value)
+        address = page + offset
+        replay = self._mmio_replay
+        self._mmio_replay = None
+        if self._fresh_mmio:
+            self._fresh_mmio = False
+            if replay == (True, address, size, value):
+                return
+        self.mmio.write(address, size, value)
+        if self._stop_due():
+            self._mmio_replay = (True, address, size, value)
+
+    def _stop_due(self):
+        """A stop will end the slice at the end of the current instruction."""
+        return self._stop_requested or time.monotonic_ns() >= self._slice_deadline
 
     # -- hooks ----------------------------------------------------------------
 
@@ -307,6 +343,7 @@ class Cpu:
         interrupt is taken at the next instruction boundary."""
         if level and self._running:
             self._kicked = True
+            self._stop_requested = True
             self.uc.emu_stop()
 
     def request_exit(self, code):
@@ -323,6 +360,7 @@ class Cpu:
             self._stop_reason = reason
             self._exit_code = code
         if self._running:
+            self._stop_requested = True
             self.uc.emu_stop()
 
     # -- registers and segments ---------------------------------------------------
@@ -539,7 +577,11 @@ class Cpu:
             slice_us = self._plan_if_watch(waiting)
             self._running = True
             self._fresh_slice = True
+            self._fresh_mmio = True
+            self._stop_requested = False
             started = time.monotonic_ns()
+            # Slightly early, so a timeout firing during a callback is never missed.
+            self._slice_deadline = started + slice_us * 1000 - SLICE_MARGIN_NS
             try:
                 uc.emu_start(self.reg("eip"), UNTIL, timeout=slice_us)
             except UcError as e:
