@@ -17,11 +17,14 @@ import ctypes
 import ctypes.util
 import enum
 import errno
+import fcntl
 import os
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from drivebay.block import locking
+from drivebay.block.io import DirectIO
 from drivebay.errors import CorruptImageError, ImageError, UnsupportedOperation
 
 SECTOR_SIZE = 512
@@ -70,68 +73,111 @@ class CheckReport:
         return 2 if self.errors else 3 if self.leaks else 0
 
 
+def _host_error(e, message):
+    """An ImageError for the OSError ``e``, keeping its errno for the device
+    (ENOSPC and EIO are different statuses on some controllers)."""
+    err = ImageError(f"{message}: {e.strerror}")
+    err.errno = e.errno
+    return err
+
+
 class ImageFile:
-    """A host file holding an image; every error names the file and offset."""
+    """A host file holding an image; every error names the file and offset.
+
+    Inside a ``locking.image_locking()`` context the file is locked when
+    opened (block/locking.py).  ``set_host_cache(False)`` switches it to
+    O_DIRECT; ``direct`` then does the reads and writes (block/io.py)."""
 
     def __init__(self, path, writable=False, create=False):
         self.path = os.fspath(path)
         self.writable = writable
+        self.direct = None
         flags = os.O_RDWR if writable else os.O_RDONLY
         if create:
             flags |= os.O_CREAT | os.O_EXCL
         try:
             self.fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as e:
-            raise ImageError(f"{self.path}: cannot open{' for writing' if writable else ''}: "
-                             f"{e.strerror}") from None
+            raise _host_error(e, f"{self.path}: cannot open"
+                                 f"{' for writing' if writable else ''}") from None
+        try:
+            locking.lock_image(self.fd, self.path, writable)
+        except BaseException:
+            os.close(self.fd)
+            self.fd = -1
+            raise
+
+    def set_host_cache(self, enabled, **options):
+        """Host I/O cache on (buffered, the default) or off (O_DIRECT with a
+        small write cache; ``options`` go to io.DirectIO)."""
+        if enabled and self.direct is not None:
+            self.direct.drain()
+            self.direct.close()
+            self.direct = None
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+        elif not enabled and self.direct is None:
+            self.direct = DirectIO(self, **options)
 
     def size(self):
+        if self.direct is not None:
+            return self.direct.size()
         return os.fstat(self.fd).st_size
 
     def pread(self, offset, length, what="data"):
         """Exactly ``length`` bytes at ``offset``, or an error naming ``what``."""
-        try:
-            data = os.pread(self.fd, length, offset)
-        except OSError as e:
-            raise ImageError(f"{self.path}: reading {what} at offset {offset}: {e.strerror}") from None
+        if self.direct is not None:
+            buf = bytearray(length)
+            data = buf if self.direct.preadinto(offset, memoryview(buf), what) == length else b""
+        else:
+            try:
+                data = os.pread(self.fd, length, offset)
+            except OSError as e:
+                raise _host_error(e, f"{self.path}: reading {what} at offset {offset}") from None
         if len(data) != length:
             raise CorruptImageError(f"{self.path}: {what} at offset {offset} ({length} bytes) "
                                     f"lies past the end of the file ({self.size()} bytes)")
-        return data
+        return bytes(data)
 
     def preadinto(self, offset, view, what="data"):
         """Fill ``view`` from ``offset``; bytes past the end of file read as zeros."""
+        if self.direct is not None:
+            return self.direct.preadinto(offset, view, what)
         try:
             n = os.preadv(self.fd, [view], offset)
         except OSError as e:
-            raise ImageError(f"{self.path}: reading {what} at offset {offset}: {e.strerror}") from None
+            raise _host_error(e, f"{self.path}: reading {what} at offset {offset}") from None
         if n < len(view):
             view[n:] = bytes(len(view) - n)
         return n
 
     def pwrite(self, offset, data, what="data"):
+        if self.direct is not None:
+            return self.direct.pwrite(offset, data, what)
         view = memoryview(data)
         done = 0
         try:
             while done < len(view):
                 done += os.pwrite(self.fd, view[done:], offset + done)
         except OSError as e:
-            raise ImageError(f"{self.path}: writing {what} at offset {offset + done}: "
-                             f"{e.strerror}") from None
+            raise _host_error(e, f"{self.path}: writing {what} at offset {offset + done}") from None
 
     def truncate(self, size):
+        if self.direct is not None:
+            self.direct.drain()
         try:
             os.ftruncate(self.fd, size)
         except OSError as e:
-            raise ImageError(f"{self.path}: resizing the file to {size} bytes: {e.strerror}") from None
+            raise _host_error(e, f"{self.path}: resizing the file to {size} bytes") from None
 
     def allocate(self, offset, length):
         """Reserve disk space (fixed images); falls back to writing zeros."""
+        if self.direct is not None:
+            self.direct.drain()
         try:
             os.posix_fallocate(self.fd, offset, length)
         except OSError as e:
             if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                raise ImageError(f"{self.path}: allocating {length} bytes: {e.strerror}") from None
+                raise _host_error(e, f"{self.path}: allocating {length} bytes") from None
             chunk = bytes(1 << 20)
             for at in range(offset, offset + length, len(chunk)):
                 self.pwrite(at, chunk[:min(len(chunk), offset + length - at)])
@@ -139,6 +185,8 @@ class ImageFile:
     def punch_hole(self, offset, length):
         """Deallocate a range (it then reads as zeros); zeros are written where
         the host file system cannot punch holes."""
+        if self.direct is not None:
+            self.direct.drain()
         if _fallocate is not None and length > 0:
             r = _fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                            ctypes.c_int64(offset), ctypes.c_int64(length))
@@ -149,15 +197,24 @@ class ImageFile:
             self.pwrite(at, chunk[:min(len(chunk), offset + length - at)])
 
     def sync(self):
+        """Everything written so far on stable storage (the write cache drained first)."""
+        if self.direct is not None:
+            self.direct.drain()
         try:
             os.fdatasync(self.fd)
         except OSError as e:
-            raise ImageError(f"{self.path}: flushing to stable storage: {e.strerror}") from None
+            raise _host_error(e, f"{self.path}: flushing to stable storage") from None
 
     def close(self):
         if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+            try:
+                if self.direct is not None:
+                    self.direct.drain()
+            finally:
+                if self.direct is not None:
+                    self.direct.close()
+                os.close(self.fd)
+                self.fd = -1
 
 
 class BlockDriver:
