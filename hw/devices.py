@@ -53,3 +53,7 @@ from drivebay.hw.ide import piix as ide_piix  # noqa: E402
 register("piix3-ide", partial(ide_piix.create, "piix3-ide"), ide_piix.VARIANT_BY_NAME["piix3-ide"].description)
 register("piix4-ide", partial(ide_piix.create, "piix4-ide"), ide_piix.VARIANT_BY_NAME["piix4-ide"].description)
 register("ich6-ide", partial(ide_piix.create, "ich6-ide"), ide_piix.VARIANT_BY_NAME["ich6-ide"].description)
+
+from drivebay.hw.ahci import hba as ahci_hba  # noqa: E402
+
+register(ahci_hba.DEVICE_NAME, ahci_hba.create, ahci_hba.DESCRIPTION)

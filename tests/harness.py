@@ -58,9 +58,29 @@ def _qemu_piix3_ide(options):
             for arg in ("-drive", f"if=ide,index={2 * channel + unit},{_qemu_ide_drive(spec)}")]
 
 
+# -- AHCI: drivebay's drives={port: {"type": ..., "path": ..., "hotpluggable": bool}} ----------
+
+QEMU_AHCI_PORTS = 6              # QEMU's "ahci" (ich9-ahci) always has six ports
+
+
+def _qemu_ahci(options):
+    # QEMU's ICH9 AHCI, 8086:2922, with one ide-hd/ide-cd per port (bus
+    # ahci.N).  "hotpluggable" has no QEMU counterpart (its AHCI has no
+    # hot-plug) and "ports" none either: PI is always 3Fh there.
+    args = ["-device", "ahci,id=ahci"]
+    for key, spec in sorted((int(k), v) for k, v in (options.get("drives") or {}).items()):
+        if not 0 <= key < QEMU_AHCI_PORTS:
+            raise ValueError(f"QEMU's ahci has ports 0-{QEMU_AHCI_PORTS - 1}, not {key}")
+        device = "ide-hd" if spec["type"] == "hdd" else "ide-cd"
+        args += ["-drive", f"if=none,id=ahci{key},{_qemu_ide_drive(spec)}",
+                 "-device", f"{device},drive=ahci{key},bus=ahci.{key}"]
+    return args
+
+
 # drivebay device names -> QEMU -device options (controller issues add rows).
 QEMU_DEVICES = {
     "piix3-ide": _qemu_piix3_ide,
+    "ahci": _qemu_ahci,
 }
 
 
@@ -92,13 +112,35 @@ def parse_tap(emulator, status, text):
     return outcome
 
 
-def run_drivebay(elf, cmdline="", devices=(), memory_mb=64, timeout_s=60.0):
+def run_drivebay(elf, cmdline="", devices=(), memory_mb=64, timeout_s=60.0, on_line=None):
+    """Run ``elf`` on drivebay.  ``on_line(line, machine)``, if given, sees each
+    console line as the guest completes it, with the CPU stopped between
+    instructions: the place for host actions a guest asks for in the middle
+    of a run (hot-plug, media changes).  The run then goes on."""
     out = bytearray()
-    with PcMachine(memory_mb=memory_mb, serial_out=out.extend) as machine:
+    lines, partial = [], bytearray()
+
+    def serial(data):
+        out.extend(data)
+        if on_line is not None:
+            partial.extend(data)
+            while (end := partial.find(b"\n")) >= 0:
+                lines.append(partial[:end].decode("latin-1").rstrip("\r"))
+                del partial[:end + 1]
+
+    with PcMachine(memory_mb=memory_mb, serial_out=serial) as machine:
         for name, options in devices:
             machine.add_device(name, **options)
         machine.load_program(elf, cmdline=cmdline)
-        result = machine.run(timeout_s=timeout_s)
+        budget_ns = int(timeout_s * 1e9)
+        while True:
+            result = machine.run(timeout_s=budget_ns / 1e9,
+                                 should_stop=(lambda: bool(lines)) if on_line else None)
+            while lines:
+                on_line(lines.pop(0), machine)
+            budget_ns -= result.virtual_ns
+            if result.reason != StopReason.STOPPED or budget_ns <= 0:
+                break
     status = result.exit_code if result.reason == StopReason.EXIT else None
     return parse_tap("drivebay", status, out.decode("latin-1"))
 

@@ -35,6 +35,7 @@ class Protocol(enum.Enum):
     PACKET = "packet"
     DEVICE_RESET = "device-reset"
     DIAGNOSTIC = "execute-device-diagnostic"
+    NCQ = "ncq"                  # First-party DMA queued (SATA NCQ; ACS-3 §7.21, §7.61)
 
 
 class DataDirection(enum.Enum):
@@ -79,6 +80,7 @@ _FLUSH = ((83, 12),)
 _FLUSH_EXT = ((83, 13),)
 _LBA48 = ((83, 10),)
 _TRIM = ((169, 0),)
+_GPL = ((84, 5),)                # word 84 bit 5: General Purpose Logging feature set (87 bit 5: copy)
 
 COMMANDS = (
     AtaCommand(0x00, "NOP", "cmd_nop", BOTH, NON, supported=_NOP),
@@ -93,6 +95,7 @@ COMMANDS = (
     AtaCommand(0x25, "READ_DMA_EXT", "cmd_read_write", DISK, DMA, _IN, lba48=True),
     AtaCommand(0x27, "READ_NATIVE_MAX_ADDRESS_EXT", "cmd_read_native_max", DISK, NON, lba48=True),
     AtaCommand(0x29, "READ_MULTIPLE_EXT", "cmd_read_write", DISK, PIN, _IN, lba48=True, multiple=True),
+    AtaCommand(0x2F, "READ_LOG_EXT", "cmd_read_log_ext", DISK, PIN, _IN, lba48=True, supported=_GPL),
     AtaCommand(0x30, "WRITE_SECTORS", "cmd_read_write", DISK, POUT, _OUT),
     AtaCommand(0x31, "WRITE_SECTORS_WITHOUT_RETRY", "cmd_read_write", DISK, POUT, _OUT),
     AtaCommand(0x34, "WRITE_SECTORS_EXT", "cmd_read_write", DISK, POUT, _OUT, lba48=True),
@@ -101,6 +104,12 @@ COMMANDS = (
     AtaCommand(0x40, "READ_VERIFY_SECTORS", "cmd_read_verify", DISK, NON),
     AtaCommand(0x41, "READ_VERIFY_SECTORS_WITHOUT_RETRY", "cmd_read_verify", DISK, NON),
     AtaCommand(0x42, "READ_VERIFY_SECTORS_EXT", "cmd_read_verify", DISK, NON, lba48=True),
+    # NCQ exists only where the transport carries queued commands (SATA):
+    # IDENTIFY word 76 bit 8 is the transport's (AtaTransport.identify_words).
+    AtaCommand(0x60, "READ_FPDMA_QUEUED", "cmd_fpdma_queued", DISK, Protocol.NCQ, _IN, lba48=True,
+               condition="ncq_supported"),
+    AtaCommand(0x61, "WRITE_FPDMA_QUEUED", "cmd_fpdma_queued", DISK, Protocol.NCQ, _OUT, lba48=True,
+               condition="ncq_supported"),
     AtaCommand(0x90, "EXECUTE_DEVICE_DIAGNOSTIC", "cmd_execute_device_diagnostic", BOTH, Protocol.DIAGNOSTIC),
     AtaCommand(0x91, "INITIALIZE_DEVICE_PARAMETERS", "cmd_initialize_device_parameters", DISK, NON),
     AtaCommand(0xA0, "PACKET", "cmd_packet", PACKET, Protocol.PACKET, supported=_PACKET),
@@ -150,10 +159,15 @@ SET_FEATURES = (
     SetFeature(0x02, "ENABLE_VOLATILE_WRITE_CACHE", "feature_write_cache", DISK,
                supported=((82, 5),), setting="write_cache"),
     SetFeature(0x03, "SET_TRANSFER_MODE", "feature_transfer_mode", BOTH),
+    # Enable/disable a SATA feature (ACS-3 §7.45, subcommands 10h/90h; the
+    # Count field selects it): only those the transport offers
+    # (AtaTransport.sata_features), so IDE aborts them.
+    SetFeature(0x10, "ENABLE_SATA_FEATURE", "feature_sata", BOTH),
     SetFeature(0x55, "DISABLE_READ_LOOK_AHEAD", "feature_look_ahead", DISK,
                supported=((82, 6),), setting="look_ahead"),
     SetFeature(0x66, "DISABLE_REVERTING_TO_POWER_ON_DEFAULTS", "feature_revert", BOTH),
     SetFeature(0x82, "DISABLE_VOLATILE_WRITE_CACHE", "feature_write_cache", DISK),
+    SetFeature(0x90, "DISABLE_SATA_FEATURE", "feature_sata", BOTH),
     SetFeature(0xAA, "ENABLE_READ_LOOK_AHEAD", "feature_look_ahead", DISK),
     SetFeature(0xCC, "ENABLE_REVERTING_TO_POWER_ON_DEFAULTS", "feature_revert", BOTH),
 )
@@ -176,6 +190,9 @@ TRANSFER_PIO_DEFAULT_NO_IORDY = 0x01    # PIO default mode, disable IORDY
 TRANSFER_PIO_FLOW_CONTROL = 0x08        # 00001b: PIO flow control transfer mode x
 TRANSFER_MWDMA = 0x20                   # 00100b: multiword DMA mode x
 TRANSFER_UDMA = 0x40                    # 01000b: Ultra DMA mode x
+
+# SET FEATURES 10h/90h Count values (ACS-3 §7.45, "SATA feature" table):
+SATA_FEATURE_ASYNC_NOTIFICATION = 0x05  # asynchronous notification (ATAPI media events)
 
 # What the device supports (IDENTIFY words 63, 64, 88).  VirtualBox: PIO 0-4,
 # MWDMA 0-2, UDMA 0-6.

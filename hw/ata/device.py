@@ -9,12 +9,17 @@ SET MULTIPLE MODE, INITIALIZE DEVICE PARAMETERS, IDENTIFY (PACKET) DEVICE,
 READ NATIVE MAX ADDRESS, power management, EXECUTE DEVICE DIAGNOSTIC,
 DEVICE RESET, software reset, and PACKET as a transport into the SCSI/MMC
 target of hw/scsi (the CD/DVD command set lives there and only there).
+On a transport with NCQ (SATA): READ/WRITE FPDMA QUEUED, run asynchronously
+through the BlockBackend's submit() and completed in the order the backend
+delivers, with the NCQ Command Error log; READ LOG EXT (log directory, NCQ
+Command Error log); SET FEATURES enable/disable SATA feature.
 
 The device talks to its controller only through an AtaTransport
 (hw/ata/transport.py); it never knows whether it sits on an IDE cable or an
 AHCI port.  It runs synchronously: a command's media access happens inside
 the register write (or DMA start) that makes it possible, as IDE does on
-VirtualBox.
+VirtualBox.  Queued (NCQ) commands are the exception: accepted at once, their
+media access completes when the backend's completion event is delivered.
 
 Error choices (ACS-3 §6.3 lists which error bits each command may set):
 
@@ -35,11 +40,22 @@ Error choices (ACS-3 §6.3 lists which error bits each command may set):
   host shall not write the Command register when BSY or DRQ is set"), except
   DEVICE RESET to a PACKET device, which is defined for that case.
 
-Not modelled: overlapped and queued commands (TCQ), SMART, security,
-HPA/SET MAX, READ/WRITE LOG, streaming, 16-byte command packets.
+NCQ errors (ACS-3 READ/WRITE FPDMA QUEUED "Error outputs", the NCQ Command
+Error log; Serial ATA 2.6 §13.6.3 "Error handling"): a queued command that
+fails (IDNF outside the medium, UNC on a host read failure, ABRT on a write
+failure) is reported with ERR and the device aborts every other queued
+command; until the host reads log 10h, queued commands are aborted.  A
+queued command with a tag beyond the transport's depth or already in use,
+or a non-queued command while queued ones are outstanding, is aborted
+(ABRT) together with every queued command; the log then has NQ set.
+
+Not modelled: overlapped commands and TCQ, SMART, security, HPA/SET MAX,
+WRITE LOG, READ LOG DMA EXT, NCQ priority and streaming, 16-byte command
+packets.
 """
 
 import enum
+from dataclasses import dataclass
 
 from drivebay import trace
 from drivebay.errors import DrivebayError
@@ -47,11 +63,14 @@ from drivebay.hw import identity
 from drivebay.hw.ata import commands as cmds
 from drivebay.hw.ata import geometry
 from drivebay.hw.ata.commands import DataDirection, DeviceKind, Protocol, TransferKind
+from drivebay.block.io import Op, Request
 from drivebay.hw.ata.identify import MAX_DSM_BLOCKS, MAX_MULTIPLE, identify_device, identify_packet_device
+from drivebay.hw.ata.logs import LOG_NCQ_COMMAND_ERROR, log_directory, ncq_command_error_log
 from drivebay.hw.ata.taskfile import (
-    DEVCTL_HOB, DEVCTL_NIEN, DEVCTL_SRST, DIAG_PASSED, ERROR_ABRT, ERROR_IDNF, ERROR_SENSE_KEY_SHIFT,
-    ERROR_UNC, IREASON_COD, IREASON_IO, MAX_LBA28, PACKET_FEATURE_DMA, PACKET_FEATURE_OVL,
-    SIGNATURE_ATA, SIGNATURE_PACKET, STATUS_BSY, STATUS_DRDY, STATUS_DRQ, STATUS_DSC, STATUS_ERR,
+    DEVCTL_HOB, DEVCTL_NIEN, DEVCTL_SRST, DEVICE_LBA, DIAG_PASSED, ERROR_ABRT, ERROR_IDNF,
+    ERROR_SENSE_KEY_SHIFT, ERROR_UNC, IREASON_COD, IREASON_IO, MAX_LBA28, PACKET_FEATURE_DMA,
+    PACKET_FEATURE_OVL, SIGNATURE_ATA, SIGNATURE_PACKET, STATUS_BSY, STATUS_DRDY, STATUS_DRQ,
+    STATUS_DSC, STATUS_ERR,
     Register, TaskFile, describe_error, describe_status,
 )
 from drivebay.hw.ata.transport import AtaTransport
@@ -115,6 +134,23 @@ class Transfer(enum.Enum):
     PACKET_DATA = "packet-data"  # SCSI data of a PACKET command
 
 
+@dataclass(frozen=True)
+class NcqCommand:
+    """One queued command the device holds (READ/WRITE FPDMA QUEUED)."""
+
+    tag: int
+    direction: DataDirection
+    lba: int
+    count: int
+    fua: bool
+
+
+# READ/WRITE FPDMA QUEUED inputs (ACS-3 §7.21.3, §7.61.3): NCQ TAG in Count
+# bits 7:3, the sector count in Features (15:0), FUA in Device bit 7.
+NCQ_TAG_SHIFT = 3
+DEVICE_FUA = 0x80
+
+
 class Addressing(enum.Enum):
     CHS = "chs"
     LBA28 = "lba28"
@@ -130,6 +166,7 @@ class AtaDevice:
         "dma_mode", "write_cache", "look_ahead", "revert_on_reset", "power", "chs", "pos", "end",
         "lba", "sectors_left", "block_sectors", "block_bytes", "addressing", "dma_direction",
         "dma_remaining", "dma_offset", "dma_target", "packet_dma", "packet_pos",
+        "ncq_generation", "ncq_inflight", "ncq_error", "ncq_error_log", "sata_enabled",
     )
 
     def __init__(self, kind, backend=None, lun=None, transport=None, unit=0, label="ata",
@@ -163,6 +200,9 @@ class AtaDevice:
         self.command = None
         self.scsi_request = None
         self.scsi_result = None
+        self.ncq_queue = {}                  # tag -> NcqCommand, accepted and not yet completed
+        self.ncq_generation = 0              # completions of older generations are stale
+        self.ncq_inflight = 0                # backend requests not yet completed (any generation)
         self.power_on_reset()
 
     # -- medium facts used by IDENTIFY -------------------------------------------------
@@ -186,6 +226,10 @@ class AtaDevice:
         if self._non_rotational is not None:
             return bool(self._non_rotational)
         return bool(getattr(self.backend, "non_rotational", False))
+
+    @property
+    def ncq_supported(self):
+        return self.kind is DeviceKind.DISK and self.transport.queue_depth > 0
 
     @property
     def intrq_asserted(self):
@@ -227,6 +271,10 @@ class AtaDevice:
         self.power = POWER_ACTIVE
         self.chs = self.default_chs
         self._clear_command()
+        self._ncq_abort_all()
+        self.ncq_error = False
+        self.ncq_error_log = bytes(ncq_command_error_log())
+        self.sata_enabled = frozenset()
         if self.lun is not None:
             self.lun.reset()
         self._post_reset()
@@ -286,6 +334,7 @@ class AtaDevice:
             # while SRST is one; the command in progress is abandoned.
             self.srst = True
             self._abandon_command()
+            self._ncq_abort_all()
             self._enter(Phase.RESET)
             self.taskfile.status = STATUS_BSY
             self._set_intrq(False)
@@ -347,6 +396,19 @@ class AtaDevice:
             return
         if busy:
             self._abandon_command()
+        if self.ncq_queue and (row is None or row.protocol is not Protocol.NCQ):
+            # ACS-3 (NCQ feature set): a command other than an NCQ command while
+            # NCQ commands are outstanding is aborted, and so is every one of them.
+            trace.guest_error(self.label, f"{cmds.command_name(opcode)} while {len(self.ncq_queue)} "
+                                          f"queued commands are outstanding: all aborted")
+            self._ncq_abort_all()
+            self._ncq_record_error(None, ERROR_ABRT)
+            self.taskfile.command = opcode
+            self._set_intrq(False)
+            if self.phase is Phase.STATUS:
+                self._enter(Phase.IDLE)
+            self._finish(ERROR_ABRT)
+            return
         self.taskfile.command = opcode
         # §5.2.9: INTRQ is negated when the host writes the Command register.
         self._set_intrq(False)
@@ -375,6 +437,9 @@ class AtaDevice:
             return f" lba={lba} count={count}" + (" chs" if addressing is Addressing.CHS else "")
         if row.protocol is Protocol.PACKET:
             return f" features={tf.features:#04x} byte_count_limit={tf.byte_count_limit}"
+        if row.protocol is Protocol.NCQ:
+            return (f" tag={tf.count8 >> NCQ_TAG_SHIFT} lba={tf.lba48()} "
+                    f"count={(tf.prev[Register.FEATURES] << 8 | tf.features) or 65536}")
         if row.opcode == 0xEF:
             sub = cmds.FEATURE_BY_CODE.get(tf.features)
             return f" {sub.name if sub else f'subcommand {tf.features:#04x}'} count={tf.count8:#04x}"
@@ -791,6 +856,117 @@ class AtaDevice:
         self.taskfile.set_count(self.power)
         self._finish(0)
 
+    # -- NCQ: READ/WRITE FPDMA QUEUED ------------------------------------------------------------
+
+    def cmd_fpdma_queued(self, row):
+        tf = self.taskfile
+        tag = tf.count8 >> NCQ_TAG_SHIFT
+        count = (tf.prev[Register.FEATURES] << 8 | tf.features) or 65536
+        lba = tf.lba48()
+        if self.ncq_error or tag >= self.transport.queue_depth or tag in self.ncq_queue:
+            why = ("the NCQ Command Error log has not been read" if self.ncq_error
+                   else f"tag {tag} {'in use' if tag in self.ncq_queue else 'beyond the queue depth'}")
+            trace.guest_error(self.label, f"{row.name}: {why}: ABRT, queued commands aborted")
+            self._ncq_abort_all()
+            if not self.ncq_error:
+                self._ncq_record_error(None, ERROR_ABRT)
+            self._finish(ERROR_ABRT)
+            return
+        command = NcqCommand(tag, row.direction, lba, count, bool(tf.device & DEVICE_FUA))
+        self.ncq_queue[tag] = command
+        # SATA: the device accepts the command by clearing BSY in a Register
+        # D2H FIS without the I bit; the data phase and completion follow.
+        self._finish(0, interrupt=False)
+        self._ncq_start(command)
+
+    def _ncq_start(self, command):
+        nbytes = command.count * SECTOR
+        views = self.transport.ncq_map(self, command.tag, nbytes)
+        if views is None:
+            trace.guest_error(self.label, f"NCQ tag {command.tag}: no data buffer (transport error): dropped")
+            self.ncq_queue.pop(command.tag, None)
+            return
+        op = Op.READ if command.direction is DataDirection.IN else Op.WRITE
+        request = Request(op, command.lba * SECTOR, tuple(views), fua=command.fua,
+                          tag=(self.ncq_generation, command.tag))
+        self.ncq_inflight += 1
+        if trace.on.dev:
+            trace.emit("dev", f"{self.label} NCQ tag {command.tag} submitted: {op.value} lba={command.lba} "
+                              f"count={command.count}{' FUA' if command.fua else ''}")
+        self.backend.submit(request, self.ncq_request_done)
+
+    def ncq_request_done(self, done):
+        """The backend's completion event of a queued command's request."""
+        self.ncq_inflight -= 1
+        generation, tag = done.request.tag
+        command = self.ncq_queue.get(tag)
+        if generation != self.ncq_generation or command is None:
+            if trace.on.dev:
+                trace.emit("dev", f"{self.label} NCQ tag {tag} completion of an aborted command dropped")
+            return
+        del self.ncq_queue[tag]
+        if done.ok:
+            if trace.on.dev:
+                trace.emit("dev", f"{self.label} NCQ tag {tag} done")
+            self.transport.ncq_complete(self, 1 << tag, self._ready_status(), 0)
+            return
+        if command.lba + command.count > self.sectors:
+            error = ERROR_IDNF          # ACS-3 §6.3.5: outside the user-accessible range
+        else:
+            error = ERROR_UNC if command.direction is DataDirection.IN else ERROR_ABRT
+        trace.guest_error(self.label, f"NCQ tag {tag} lba {command.lba}+{command.count} failed "
+                                      f"({describe_error(error)}): {done.error}")
+        self._ncq_abort_all()
+        self._ncq_record_error(command, error)
+        self.transport.ncq_complete(self, 0, self._ready_status() | STATUS_ERR, error)
+
+    def _ncq_abort_all(self):
+        """Forget every queued command; their completions become stale."""
+        self.ncq_queue = {}
+        self.ncq_generation += 1
+
+    def _ncq_record_error(self, command, error):
+        """Fill the NCQ Command Error log (``command`` None: NQ, the error was
+        not a queued command's) and hold queued commands until it is read."""
+        status = self._ready_status() | STATUS_ERR
+        if command is None:
+            log = ncq_command_error_log(nq=True, status=status, error=error)
+        else:
+            log = ncq_command_error_log(tag=command.tag, status=status, error=error,
+                                        lba=command.lba, count=command.count,
+                                        device=DEVICE_LBA)
+        self.ncq_error_log = bytes(log)
+        self.ncq_error = True
+
+    # -- READ LOG EXT --------------------------------------------------------------------------------
+
+    def _log(self, address):
+        if address == 0x00:
+            return log_directory(self)
+        if address == LOG_NCQ_COMMAND_ERROR and self.ncq_supported:
+            return self.ncq_error_log
+        return None
+
+    def cmd_read_log_ext(self, row):
+        """ACS-3 §7.24: LOG ADDRESS in LBA 7:0, PAGE NUMBER in LBA 15:8 and
+        39:32, PAGE COUNT in Count (0 is invalid); PIO data-in, one DRQ
+        block per transfer."""
+        tf = self.taskfile
+        address = tf.cur[Register.LBA_LOW]
+        page = tf.prev[Register.LBA_MID] << 8 | tf.cur[Register.LBA_MID]
+        pages = tf.prev[Register.COUNT] << 8 | tf.cur[Register.COUNT]
+        log = self._log(address)
+        if log is None or pages == 0 or (page + pages) * SECTOR > len(log):
+            trace.guest_error(self.label, f"READ LOG EXT log {address:#04x} page {page}+{pages}: "
+                                          f"not supported: ABRT")
+            self._finish(ERROR_ABRT)
+            return
+        if address == LOG_NCQ_COMMAND_ERROR:
+            # Reading the NCQ Command Error log ends the error condition.
+            self.ncq_error = False
+        self.transfer = Transfer.BUFFER
+        self._start_pio(Phase.PIO_IN, log[page * SECTOR:(page + pages) * SECTOR], interrupt=True)
+
     def cmd_set_features(self, row):
         code = self.taskfile.features
         sub = cmds.FEATURE_BY_CODE.get(code)
@@ -815,6 +991,17 @@ class AtaDevice:
 
     def feature_look_ahead(self, sub):
         self.look_ahead = sub.code == 0xAA
+        return True
+
+    def feature_sata(self, sub):
+        code = self.taskfile.count8
+        if code not in self.transport.sata_features(self):
+            trace.guest_error(self.label, f"{sub.name} {code:#04x}: not supported on this link")
+            return False
+        if sub.code == 0x10:
+            self.sata_enabled = self.sata_enabled | {code}
+        else:
+            self.sata_enabled = self.sata_enabled - {code}
         return True
 
     def feature_revert(self, sub):
@@ -984,6 +1171,8 @@ class AtaDevice:
         state["taskfile"] = self.taskfile.snapshot()
         state["buffer"] = bytes(self.buffer)
         state["block"] = bytes(self.block)
+        state["ncq_queue"] = {tag: (c.direction.value, c.lba, c.count, c.fua)
+                              for tag, c in sorted(self.ncq_queue.items())}
         return state
 
 

@@ -57,8 +57,24 @@ Completion
 
 Identity
     ``identify_words(device, words)``: the transport may patch the IDENTIFY
-    words it owns (SATA: 75 queue depth, 76-79 Serial ATA capabilities) —
-    the hook NCQ will use.
+    words it owns (SATA: 75 queue depth, 76-79 Serial ATA capabilities).
+
+Native Command Queuing (READ/WRITE FPDMA QUEUED; SATA only)
+    ``queue_depth`` (0: the transport has no NCQ, and the commands abort)
+    bounds the tags.  The device accepts a queued command by ending it with
+    BSY clear and no INTRQ (``command_done``, as the Register D2H FIS with
+    I = 0 of SATA), then runs it on its own: ``ncq_map(device, tag,
+    nbytes)`` returns the guest-memory views of the tag's data buffer (AHCI:
+    the PRDT of command slot ``tag``; None: the transport met a bus error or
+    a table too short and recorded its own error status — the command is
+    dropped); the media access goes to the BlockBackend asynchronously and
+    completes in whatever order the backend delivers.  ``ncq_complete(device,
+    tags, status, error)`` reports completed tags (a bit mask) with the
+    status and error the Set Device Bits FIS carries; an error arrives with
+    ``tags`` 0 and ERR in ``status``, after which the device has aborted every
+    queued command until the host reads the NCQ Command Error log (READ LOG
+    EXT page 10h).  ``sata_features(device)`` lists the SET FEATURES 10h/90h
+    Count values (SATA features) the link supports.
 """
 
 
@@ -88,3 +104,19 @@ class AtaTransport:
 
     def identify_words(self, device, words):
         """Patch IDENTIFY words the transport owns (a list of 256 ints)."""
+
+    #: NCQ tags the transport carries (SATA: 32); 0 = no NCQ.
+    queue_depth = 0
+
+    def ncq_map(self, device, tag, nbytes):
+        """Views of guest memory for queued command ``tag``'s ``nbytes``, or
+        None (error recorded by the transport; the command is dropped)."""
+        return None
+
+    def ncq_complete(self, device, tags, status, error):
+        """Queued commands ``tags`` (bit mask) completed; ERR in ``status``
+        reports a queued-command error (Set Device Bits FIS contents)."""
+
+    def sata_features(self, device):
+        """SET FEATURES 10h/90h Count values this link supports for ``device``."""
+        return frozenset()
