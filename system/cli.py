@@ -6,6 +6,11 @@
     drivebay boot --bios ROM           run system firmware (e.g. SeaBIOS) from reset
     drivebay programs                  list the guest programs built from firmware/
     drivebay img VERB ...              create, inspect, convert, merge images (system/img.py)
+    drivebay vm|storagectl|storageattach|bandwidthctl|snapshot|clonevm ...
+                                       VMs in VBoxManage's shape (system/vbox_cli.py)
+    drivebay createmedium|modifymedium|clonemedium|mediumproperty|showmediuminfo|
+             closemedium|convertfromraw|list|media ...
+                                       media and the Virtual Media Manager (system/vbox_media_cli.py)
 
 The guest's serial port (COM1) streams to stdout; ``--debugcon`` sends the
 0x402 debug console somewhere too.  ``boot`` exits with the status the guest
@@ -16,71 +21,26 @@ message naming the guest address.
 """
 
 import argparse
-import signal
 import sys
 
 from drivebay import __version__, trace
 from drivebay.boot import firmware
-from drivebay.boot.cpu import StopReason
 from drivebay.boot.machine import PcMachine
 from drivebay.errors import DrivebayError, GuestRunError
-from drivebay.system import img
-
-EXIT_TIMEOUT, EXIT_HALTED, EXIT_RESET, EXIT_CRASH = 124, 125, 126, 127
-STATUS = {StopReason.TIMEOUT: EXIT_TIMEOUT, StopReason.HALTED: EXIT_HALTED,
-          StopReason.RESET: EXIT_RESET, StopReason.STOPPED: 130}
-
-
-def _output(spec):
-    if spec in (None, "none"):
-        return None
-    if spec == "stdout":
-        return _stream_writer(sys.stdout)
-    if spec == "stderr":
-        return _stream_writer(sys.stderr)
-    f = open(spec, "ab", buffering=0)
-    return f.write
-
-
-def _stream_writer(stream):
-    buf = stream.buffer
-
-    def write(data):
-        buf.write(data)
-        buf.flush()
-    return write
-
+from drivebay.system import console, img, vbox_cli, vbox_media_cli
 
 def _run(machine, timeout):
-    interrupted = []
-
-    def on_sigint(signum, frame):
-        interrupted.append(True)
-    old = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        result = machine.run(timeout_s=timeout, should_stop=lambda: bool(interrupted))
-    finally:
-        signal.signal(signal.SIGINT, old)
-    if result.reason == StopReason.EXIT:
-        return result.exit_code
-    if result.reason == StopReason.STOPPED:
-        print("\ndrivebay: powered off (interrupted)", file=sys.stderr)
-    elif result.reason == StopReason.TIMEOUT:
-        print(f"\ndrivebay: guest still running after {timeout} s: powered off", file=sys.stderr)
-    elif result.reason == StopReason.HALTED:
-        print(f"\ndrivebay: guest halted with interrupts disabled at EIP {result.eip:#x}",
-              file=sys.stderr)
-    elif result.reason == StopReason.RESET:
-        print("\ndrivebay: guest requested a reset", file=sys.stderr)
-    return STATUS[result.reason]
+    result = console.run_interruptible(
+        lambda should_stop: machine.run(timeout_s=timeout, should_stop=should_stop))
+    return console.exit_status(result, timeout)
 
 
 def cmd_boot(args):
     if not args.program and not args.bios:
         raise SystemExit("drivebay boot: give a guest program (ELF) or --bios ROM")
     debugcon = args.debugcon or "none"
-    machine = PcMachine(memory_mb=args.memory, serial_out=_output("stdout"),
-                        debugcon_out=_output(debugcon))
+    machine = PcMachine(memory_mb=args.memory, serial_out=console.output("stdout"),
+                        debugcon_out=console.output(debugcon))
     if args.bios:
         bios = firmware.seabios() if args.bios == "seabios" else args.bios
         machine.load_bios(bios)
@@ -92,7 +52,7 @@ def cmd_boot(args):
 def cmd_demo(args):
     print("drivebay demo: booting the built-in 'hello' guest on the default PC machine",
           file=sys.stderr)
-    machine = PcMachine(memory_mb=64, serial_out=_output("stdout"))
+    machine = PcMachine(memory_mb=64, serial_out=console.output("stdout"))
     machine.load_program(firmware.guest_program("hello"))
     return _run(machine, args.timeout)
 
@@ -127,6 +87,8 @@ def build_parser():
     d.set_defaults(func=cmd_demo)
 
     img.add_parser(sub)
+    vbox_cli.add_parsers(sub)
+    vbox_media_cli.add_parsers(sub)
 
     g = sub.add_parser("programs", help="list the guest programs built from firmware/")
     g.set_defaults(func=cmd_programs)
@@ -141,7 +103,7 @@ def main(argv=None):
         return args.func(args)
     except GuestRunError as e:
         print(f"drivebay: guest crashed: {e}", file=sys.stderr)
-        return EXIT_CRASH
+        return console.EXIT_CRASH
     except DrivebayError as e:
         print(f"drivebay: {e}", file=sys.stderr)
         return 2

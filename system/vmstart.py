@@ -1,0 +1,44 @@
+"""``drivebay vm start``: power a VM on, boot its firmware, stream its console.
+
+The VM file says which controllers and media the machine has
+(system/snapshots.power_on opens and locks the media, resets immutable
+disks and makes multiattach differencing images); this module builds the
+PC from that plan, loads the firmware and runs it until the guest powers
+off, the time budget ends or the user presses Ctrl-C.
+
+Firmware: ``seabios`` (Debian's unmodified bios-256k.bin) or a path to a
+BIOS image.  drivebay's own boot stub (``stub``) joins with its issue.
+"""
+
+from drivebay.boot import firmware as firmware_files
+from drivebay.boot.machine import PcMachine
+from drivebay.errors import ConfigError
+from drivebay.system import snapshots
+
+DEFAULT_FIRMWARE = "seabios"
+
+
+def firmware_path(choice):
+    if choice in (None, "seabios"):
+        return firmware_files.seabios()
+    if choice == "stub":
+        raise ConfigError("drivebay's own BIOS boot stub is not built yet: "
+                          "use --firmware seabios or a BIOS image path")
+    return choice
+
+
+def start(home, ref, firmware=None, timeout_s=None, serial_out=None, debugcon_out=None,
+          should_stop=None):
+    """Boot the VM ``ref``; returns the CPU's RunResult when the run ends."""
+    with snapshots.power_on(home, ref) as session:
+        vm = session.vm
+        with PcMachine(memory_mb=vm.config.memory_mb, serial_out=serial_out,
+                       debugcon_out=debugcon_out) as machine:
+            for plan in session.devices:
+                try:
+                    machine.add_device(plan.name, **plan.options)
+                except ConfigError as e:
+                    raise ConfigError(f"VM {vm.name}: controller {plan.controller!r} "
+                                      f"({plan.name}): {e}") from None
+            machine.load_bios(firmware_path(firmware))
+            return machine.run(timeout_s=timeout_s, should_stop=should_stop)
