@@ -64,16 +64,16 @@ signature: .byte {sig}
 """, 0x7C00)
 
 
-def run_seabios(drives, timeout_s=60):
+def run_seabios(drives, timeout_s=60, controller="piix3-ide", **options):
     debug, serial = bytearray(), bytearray()
-    machine = PcMachine(memory_mb=64, serial_out=serial.extend, debugcon_out=debug.extend)
-    machine.add_device("piix3-ide", drives=drives)
-    machine.load_bios(seabios())
-    result = machine.run(timeout_s=timeout_s)
+    with PcMachine(memory_mb=64, serial_out=serial.extend, debugcon_out=debug.extend) as machine:
+        machine.add_device(controller, drives=drives, **options)
+        machine.load_bios(seabios())
+        result = machine.run(timeout_s=timeout_s)
     return result, debug.decode("latin-1")
 
 
-def test_seabios_boots_an_mbr_from_the_ide_disk(tmp_path):
+def mbr_disk(path):
     signature = b"DRIVEBAY-SECTOR-ONE"
     code = boot_code(1, signature)
     assert len(code) <= 446
@@ -81,11 +81,28 @@ def test_seabios_boots_an_mbr_from_the_ide_disk(tmp_path):
     disk[:len(code)] = code
     disk[510:512] = b"\x55\xaa"
     disk[512:512 + len(signature)] = signature
-    path = tmp_path / "disk.img"
     path.write_bytes(bytes(disk))
+    return path
+
+
+def test_seabios_boots_an_mbr_from_the_ide_disk(tmp_path):
+    path = mbr_disk(tmp_path / "disk.img")
     result, log = run_seabios({(0, 0): {"type": "hdd", "path": str(path)}})
     assert "ata0-0: VBOX HARDDISK ATA-" in log, log[-3000:]
     assert "Booting from Hard Disk..." in log
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log[-3000:]
+
+
+def test_seabios_boots_an_mbr_from_an_ahci_port(tmp_path):
+    # Two disks on a 6-port HBA; SeaBIOS boots the first one it registered.
+    empty = tmp_path / "data.img"
+    empty.write_bytes(bytes(1 << 20))
+    path = mbr_disk(tmp_path / "boot.img")
+    result, log = run_seabios({2: {"type": "hdd", "path": str(path)},
+                               4: {"type": "hdd", "path": str(empty)}},
+                              controller="ahci", ports=6)
+    assert "AHCI/2: registering: \"AHCI/2: VBOX HARDDISK ATA-" in log, log[-3000:]
+    assert "AHCI/4: registering" in log
     assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log[-3000:]
 
 
