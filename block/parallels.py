@@ -66,7 +66,7 @@ from drivebay.block.driver import (SECTOR_SIZE, BlockDriver, CheckReport, Extent
                                    State)
 from drivebay.errors import (CorruptImageError, FormatError, ImageError, UnsupportedFeatureError,
                              UnsupportedOperation)
-from drivebay.layout import Layout, Record
+from drivebay.layout import Layout, Record, align_up, field_error
 
 # -- constants ----------------------------------------------------------------------
 
@@ -121,19 +121,13 @@ PARALLELS_HEADER = Layout("Parallels header", "<", [
     ("ext_off", "Q"),                  # sectors; the Format Extension cluster, 0 if none
 ], size=BAT_OFFSET)
 
-for _name, _offset in {"version": 16, "heads": 20, "cylinders": 24, "tracks": 28,
+PARALLELS_HEADER.assert_offsets({"version": 16, "heads": 20, "cylinders": 24, "tracks": 28,
                        "nb_bat_entries": 32, "nb_sectors": 36, "in_use": 44, "data_off": 48,
-                       "flags": 52, "ext_off": 56}.items():
-    assert PARALLELS_HEADER.offsets[_name] == _offset, _name
-del _name, _offset
-
-
-def _align(value, alignment):
-    return -(-value // alignment) * alignment
+                       "flags": 52, "ext_off": 56})
 
 
 def _bad(exc, path, name, value, expected):
-    return exc(f"{path}: Parallels header field {name} is {value}; expected {expected}")
+    return field_error(exc, path, "Parallels header", name, value, expected)
 
 
 def read_header(f):
@@ -206,7 +200,7 @@ def data_start(hdr):
     "the end of BAT table plus some padding to ensure sector size alignment"."""
     if hdr.data_off:
         return hdr.data_off * SECTOR_SIZE
-    return _align(BAT_OFFSET + 4 * hdr.nb_bat_entries, SECTOR_SIZE)
+    return align_up(BAT_OFFSET + 4 * hdr.nb_bat_entries, SECTOR_SIZE)
 
 
 def _cylinders(sectors):
@@ -526,7 +520,7 @@ class ParallelsDriver(BlockDriver):
         if 4 * entries > BAT_BYTES_MAX:
             raise ImageError(f"{path}: {size} bytes in {cluster_size}-byte clusters needs "
                              f"{entries} BAT entries; at most {BAT_BYTES_MAX // 4} are supported")
-        data_off = _align(BAT_OFFSET + 4 * entries, cluster_size)
+        data_off = align_up(BAT_OFFSET + 4 * entries, cluster_size)
         hdr = new_header(magic, size, cluster_size, entries, data_off // SECTOR_SIZE)
         f = ImageFile(path, writable=True, create=True)
         try:
@@ -676,7 +670,7 @@ class ParallelsDriver(BlockDriver):
             if kind != RUN_DATA:
                 continue
             for a, z, host in self._pieces(lo, hi, start, count):
-                first = _align(a, cs)
+                first = align_up(a, cs)
                 last = z if z == self.size else z // cs * cs
                 if first < last:
                     f.punch_hole(host + first - a, last - first)
@@ -739,7 +733,7 @@ class ParallelsDriver(BlockDriver):
         if n > old_n:
             bat_end = BAT_OFFSET + 4 * n
             aligned = self.is_ext or hdr.data_off
-            start = _align(bat_end, cs if aligned else SECTOR_SIZE)
+            start = align_up(bat_end, cs if aligned else SECTOR_SIZE)
             st.data_end = max(st.data_end, start)
             move_clusters(f, st, [c for c in range(old_n)
                                   if st.bat[c] != BAT_FREE and st.host(c) < start])

@@ -62,7 +62,7 @@ from drivebay.block.driver import (NULL_UUID, SECTOR_SIZE, BlockDriver, CheckRep
                                    ImageFile, State, parse_uuid)
 from drivebay.errors import (ChainError, CorruptImageError, FormatError, ImageError,
                              UnsupportedFeatureError, UnsupportedOperation)
-from drivebay.layout import Layout, Record
+from drivebay.layout import Layout, Record, align_up, field_error
 
 # -- constants ----------------------------------------------------------------------
 
@@ -144,23 +144,17 @@ VDI_HEADER = Layout("VDI header 1.1 (VDIPREHEADER + VDIHEADER1PLUS)", "<", [
     ("LCHSGeometry", "16s"),            # VDIHEADER1PLUS only
 ], size=VDI_PREHEADER_SIZE + VDI_HEADER1PLUS_SIZE)
 
-for _name, _offset in {"u32Signature": 0x40, "u32Version": 0x44, "cbHeader": 0x48,
+VDI_HEADER.assert_offsets({"u32Signature": 0x40, "u32Version": 0x44, "cbHeader": 0x48,
                        "u32Type": 0x4C, "fFlags": 0x50, "szComment": 0x54, "offBlocks": 0x154,
                        "offData": 0x158, "LegacyGeometry": 0x15C, "cbDisk": 0x170,
                        "cbBlock": 0x178, "cbBlockExtra": 0x17C, "cBlocks": 0x180,
                        "cBlocksAllocated": 0x184, "uuidCreate": 0x188, "uuidModify": 0x198,
                        "uuidLinkage": 0x1A8, "uuidParentModify": 0x1B8,
-                       "LCHSGeometry": 0x1C8}.items():
-    assert VDI_HEADER.offsets[_name] == _offset, _name
-del _name, _offset
-
-
-def _align(value, alignment):
-    return -(-value // alignment) * alignment
+                       "LCHSGeometry": 0x1C8})
 
 
 def _bad(exc, path, name, value, expected):
-    return exc(f"{path}: VDI header field {name} is {value}; expected {expected}")
+    return field_error(exc, path, "VDI header", name, value, expected)
 
 
 def read_header(f):
@@ -231,7 +225,7 @@ def validate_header(path, hdr, file_size):
     if hdr.cBlocks > VDI_BLOCKS_MAX:
         raise _bad(CorruptImageError, path, "cBlocks", hdr.cBlocks,
                    f"at most {VDI_BLOCKS_MAX:#x} (offData, a u32, follows the block map)")
-    virtual = _align(hdr.cbDisk, SECTOR_SIZE)
+    virtual = align_up(hdr.cbDisk, SECTOR_SIZE)
     if hdr.cBlocks * cb_block < virtual:
         raise _bad(CorruptImageError, path, "cbDisk", hdr.cbDisk,
                    f"at most cBlocks {hdr.cBlocks} x cbBlock {cb_block} = "
@@ -576,8 +570,8 @@ class VdiDriver(BlockDriver):
         if len(text) >= VDI_COMMENT_SIZE:
             raise ImageError(f"{path}: comment of {len(text)} bytes; szComment holds "
                              f"{VDI_COMMENT_SIZE - 1} and a NUL")
-        offblocks = _align(VDI_HEADER.size, align)
-        offdata = _align(offblocks + 4 * cblocks, align)
+        offblocks = align_up(VDI_HEADER.size, align)
+        offdata = align_up(offblocks + 4 * cblocks, align)
         hdr = new_header(size, kind, block_size, cblocks, offblocks, offdata,
                          _as_uuid(uuid) if uuid is not None else uuidlib.uuid4(),
                          link, parent_modify, text)
@@ -614,7 +608,7 @@ class VdiDriver(BlockDriver):
         st.next_slot = found.next_slot
         self.state = st
         # "some VirtualBox tools write odd disk sizes": round up to a sector, as QEMU does.
-        self.size = _align(hdr.cbDisk, SECTOR_SIZE)
+        self.size = align_up(hdr.cbDisk, SECTOR_SIZE)
         self.cluster_size = hdr.cbBlock
         self._load_uuids()
 

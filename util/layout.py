@@ -44,6 +44,13 @@ class Layout:
             at += struct.calcsize(byte_order + code)
         self.offsets = offsets
 
+    def assert_offsets(self, expected):
+        """Check field offsets against numbers copied from the spec (at import)."""
+        for name, offset in expected.items():
+            if self.offsets[name] != offset:
+                raise AssertionError(f"{self.name}: field {name} at {self.offsets[name]}, "
+                                     f"the spec says {offset}")
+
     def unpack(self, data, offset=0):
         return Record(zip(self.fields, self._struct.unpack_from(data, offset)))
 
@@ -61,3 +68,14 @@ class Layout:
                 raise KeyError(f"{self.name} has no field {k}")
             rec[k] = v
         return rec
+
+
+def align_up(value, alignment):
+    """``value`` rounded up to a multiple of ``alignment``."""
+    return -(-value // alignment) * alignment
+
+
+def field_error(exc, path, structure, name, value, expected):
+    """An error naming the file, the structure, the field, what was found and
+    what was expected (STYLE §8)."""
+    return exc(f"{path}: {structure} field {name} is {value}; expected {expected}")
