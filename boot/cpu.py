@@ -600,7 +600,12 @@ class Cpu:
             if self._kicked:
                 continue
             elapsed_us = (time.monotonic_ns() - started) // 1000
-            if elapsed_us < slice_us or self._after_hlt():
+            # A slice that ended early stopped at a HLT.  One that ran its full
+            # time ended by the timeout; it may still sit right after a HLT
+            # (the byte before EIP is F4), but that byte can also be part of
+            # another instruction, so it only counts with IF set, where
+            # waiting for the next timer is harmless either way.
+            if elapsed_us < slice_us or (self.reg("eflags") & EFLAGS_IF and self._after_hlt()):
                 self._halted(deadline, should_stop)
         return RunResult(self._stop_reason, self._exit_code,
                          self.time.clock.now_ns() - start, self.reg("eip"))

@@ -1068,11 +1068,11 @@ class DevicePlan:
     """One controller as PcMachine.add_device(name, **options) builds it."""
     name: str                  # hw/devices.py name ("piix4-ide", "ahci", ...)
     controller: str            # the VM's controller name
-    options: dict              # {"drives": {(port, device): drive}}
+    options: dict              # {"drives": {key: drive}, "ports": n}: key (port, device) on IDE, port elsewhere
     port_count: int
     host_io_cache: bool
     bootable: bool
-    extras: dict = field(default_factory=dict)   # (port, device) -> settings devices may use
+    extras: dict = field(default_factory=dict)   # drive key -> settings devices may use
 
 
 def machine_devices(vm, media, backends=None):
@@ -1115,9 +1115,17 @@ def machine_devices(vm, media, backends=None):
             if a.bandwidth_group:
                 g = vm.config.group(a.bandwidth_group)
                 extra["bandwidth_group"] = (g.name, g.bytes_per_second)
-            drives[(a.port, a.device)] = drive
-            extras[(a.port, a.device)] = extra
-        plans.append(DevicePlan(HW_DEVICE[ctl.controller], ctl.name, {"drives": drives},
+            if ctl.bus == "ide":
+                key = (a.port, a.device)          # channel and master/slave
+            else:
+                key = a.port                      # one device per port (SATA and the rest)
+                drive["hotpluggable"] = a.hot_pluggable
+            drives[key] = drive
+            extras[key] = extra
+        options = {"drives": drives}
+        if ctl.bus != "ide":
+            options["ports"] = ctl.port_count
+        plans.append(DevicePlan(HW_DEVICE[ctl.controller], ctl.name, options,
                                 ctl.port_count, ctl.host_io_cache, ctl.bootable, extras))
     return plans
 

@@ -242,7 +242,7 @@ def test_immutable_reset_at_power_on(home, tmp_path):
     write(home, b"temp")
     assert read(home) == b"temp"
     with snapshots.power_on(home, "web") as s:
-        assert s.reset == [s.devices[0].options["drives"][(0, 0)]["path"]]
+        assert s.reset == [s.devices[0].options["drives"][0]["path"]]
     assert current(home) == diff and read(home) == bytes(4)     # reset, same UUID
     with home.locked():
         home.media.set_autoreset(diff, False)                   # sets the base's flag
@@ -257,7 +257,7 @@ def test_immutable_not_reset_with_an_online_current_snapshot(home, tmp_path):
         write(home, b"one!")
         snap = s.take_snapshot("live")
         assert snap.online
-        assert s.devices[0].extras[(0, 0)]["uuid"] == current(home)
+        assert s.devices[0].extras[0]["uuid"] == current(home)
         write(home, b"two!")
     with snapshots.power_on(home, "web") as s:
         assert s.reset == []

@@ -298,12 +298,18 @@ def test_machine_devices(home):
     assert plans["IDE"].name == "piix4-ide" and plans["SATA"].name == "ahci"
     dvd = plans["IDE"].options["drives"][(1, 0)]
     assert dvd["type"] == "dvddrive" and dvd["path"] is None
-    hdd = plans["SATA"].options["drives"][(0, 0)]
+    hdd = plans["SATA"].options["drives"][0]         # SATA: one device per port
     assert hdd["type"] == "hdd" and hdd["path"].endswith("web.vdi") and hdd["non_rotational"]
-    extra = plans["SATA"].extras[(0, 0)]
+    extra = plans["SATA"].extras[0]
     assert extra["bandwidth_group"] == ("Slow", 1 << 20) and extra["chain"] == [hdd["path"]]
     from drivebay.hw.ide.piix import DRIVE_OPTIONS    # what the IDE factory accepts
-    assert set(dvd) <= DRIVE_OPTIONS and set(hdd) <= DRIVE_OPTIONS | {"type"}
+    assert set(dvd) <= DRIVE_OPTIONS
+    assert plans["SATA"].options["ports"] == 1 and hdd["hotpluggable"] is False
+    # What the AHCI factory accepts: building the controller from the plan works.
+    from drivebay.boot.machine import PcMachine
+    with PcMachine() as machine:
+        for plan in plans.values():
+            machine.add_device(plan.name, **plan.options)
 
 
 def test_delete_vm_with_files(home):
