@@ -536,6 +536,10 @@ class Cpu:
         if self.intc is None or not self.reg("eflags") & EFLAGS_IF or not self.intc.pending():
             return False
         self._leave_sti_shadow()
+        # The instruction completed in the shadow may have been a CLI (or more
+        # than one instruction ran): look at IF and the request again.
+        if not self.reg("eflags") & EFLAGS_IF or not self.intc.pending():
+            return False
         vector = self.intc.acknowledge()
         if vector is None:
             return False
@@ -626,7 +630,10 @@ class Cpu:
             self.set_reg("eip", self.reg("eip") + 1)
         else:
             self._watch_if(False)
-            self.uc.emu_start(self.reg("eip"), UNTIL, count=1)
+            try:
+                self.uc.emu_start(self.reg("eip"), UNTIL, count=1)
+            except UcError as e:
+                self._raise_fault(e)
 
     def _plan_if_watch(self, waiting):
         """Decide how to notice IF being set while an interrupt waits.
