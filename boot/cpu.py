@@ -56,6 +56,7 @@ GATE_INT16, GATE_TRAP16, GATE_INT32, GATE_TRAP32 = 0x6, 0x7, 0xE, 0xF
 UNTIL = 1 << 40                 # an end address EIP can never reach
 IF_WATCH_MAX_NS = 2_000_000     # watch IF block by block for this long, then poll
 WAIT_SLICE_US = 1_000           # polling slice while an interrupt waits for IF
+MAX_SYNC_STEP_NS = 25_000_000   # virtual time moves at most this far between two looks
 SLICE_MARGIN_NS = 200_000       # a callback ending this close to the slice's end may be replayed
 
 
@@ -85,7 +86,14 @@ class HostPacedTime:
 
     def sync(self):
         now = time.monotonic_ns() - self._base
-        if now > self.clock.now_ns():
+        current = self.clock.now_ns()
+        if now > current + MAX_SYNC_STEP_NS:
+            # The host stalled (a loaded machine, a GC pause): the guest did
+            # not run meanwhile, so its time does not leap either; otherwise
+            # its timeouts would expire with no chance to see the events.
+            self._base += now - current - MAX_SYNC_STEP_NS
+            now = current + MAX_SYNC_STEP_NS
+        if now > current:
             self.clock.advance_to(now)
         return self.clock.now_ns()
 
@@ -604,12 +612,7 @@ class Cpu:
             if self._kicked:
                 continue
             elapsed_us = (time.monotonic_ns() - started) // 1000
-            # A slice that ended early stopped at a HLT.  One that ran its full
-            # time ended by the timeout; it may still sit right after a HLT
-            # (the byte before EIP is F4), but that byte can also be part of
-            # another instruction, so it only counts with IF set, where
-            # waiting for the next timer is harmless either way.
-            if elapsed_us < slice_us or (self.reg("eflags") & EFLAGS_IF and self._after_hlt()):
+            if elapsed_us < slice_us or self._after_hlt():
                 self._halted(deadline, should_stop)
         return RunResult(self._stop_reason, self._exit_code,
                          self.time.clock.now_ns() - start, self.reg("eip"))

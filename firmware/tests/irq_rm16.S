@@ -85,12 +85,17 @@ rm_real:                              /* real mode: address = segment * 16 + off
     movw %cs, R(RM_CS)
 
     /* 1. Is IRQ0 arriving at all?  Busy-wait with a bound before trusting HLT:
-     * a HLT with no interrupt coming would never return. */
+     * a HLT with no interrupt coming would never return.  Each round reads
+     * port 61h (a harmless status read, the classic I/O delay): an
+     * emulator then gets a chance to deliver the tick even when it only
+     * looks for interrupts at I/O and block boundaries. */
     movl $RM_FIRST_TICK_SPINS, %ecx
     sti
 1:  cmpw $0, R(RM_TICKS)
     jne 2f
-    pause
+    pushw %ax
+    inb $0x61, %al
+    popw %ax
     decl %ecx
     jnz 1b
     jmp soft_int                      /* no tick: skip the HLT test */
