@@ -129,7 +129,7 @@ class Cpu:
         self._kicked = False             # a device stopped the slice to deliver an interrupt
         self._if_hook = None             # block hook watching for EFLAGS.IF (see _watch_if)
         self._if_watch_since = None      # host time the current wait for IF began
-        self._fresh_slice = False        # no port access yet in this slice
+        self._replay_candidate = None    # a REP INS/OUTS access the CPU may run again
         self._last_io = None             # (is_out, port, size, (eip, ecx), value) of the last one
         self._fresh_mmio = False         # no MMIO access yet in this slice
         self._mmio_replay = None         # (is_write, address, size, value) that may be replayed
@@ -222,9 +222,10 @@ class Cpu:
     # stopped (a timed slice ending, an interrupt kick) *after* the port hook
     # ran, then runs that iteration again when emulation resumes: the device
     # would see one read or write too many and a word of data would be lost.
-    # So the first port access of every slice is compared with the last one
-    # of the previous slice; the same port, EIP and ECX mean the same
-    # iteration, answered from memory instead of the device.
+    # So when a slice stops at the REP instruction of the last port access,
+    # that access is kept; when the guest comes back to it (perhaps after an
+    # interrupt handler ran), the same port, EIP, ECX and EDI/ESI mean the
+    # same iteration, answered from memory instead of the device.
 
     #
     # A REP INSW/OUTSW on a port whose region serves repeats (an IDE data
@@ -238,12 +239,10 @@ class Cpu:
     def _hook_in(self, uc, port, size, data):
         self.time.sync()
         eip, ecx = uc.reg_read(X.UC_X86_REG_EIP), uc.reg_read(X.UC_X86_REG_ECX)
-        if self._fresh_slice:
-            self._fresh_slice = False
-            last = self._last_io
-            if last is not None and last[:4] == (False, port, size, (eip, ecx)) and \
-                    self._rep_string_io(eip) is not None:
-                return last[4]
+        cand = self._replay_candidate
+        if cand is not None and cand[:4] == (False, port, size, (eip, ecx, uc.reg_read(X.UC_X86_REG_EDI))):
+            self._replay_candidate = None
+            return cand[4]
         region = self.io.find(port)
         if region is not None and region.read_repeat is not None and ecx > 1 and size > 1:
             step = self._string_io(eip)
@@ -259,21 +258,21 @@ class Cpu:
                         uc.reg_write(X.UC_X86_REG_EDI, edi + size * (n - 1))
                         uc.reg_write(X.UC_X86_REG_ECX, ecx - (n - 1))
                     last_value = int.from_bytes(data[(n - 1) * size:n * size], "little")
-                    self._last_io = (False, port, size, (eip, ecx - (n - 1)), last_value)
+                    self._last_io = (False, port, size,
+                                     (eip, ecx - (n - 1), uc.reg_read(X.UC_X86_REG_EDI)), last_value)
                     return int.from_bytes(data[:size], "little")
         value = self.io.read(port, size)
-        self._last_io = (False, port, size, (eip, ecx), value)
+        self._last_io = (False, port, size, (eip, ecx, uc.reg_read(X.UC_X86_REG_EDI)), value)
         return value
 
     def _hook_out(self, uc, port, size, value, data):
         self.time.sync()
         eip, ecx = uc.reg_read(X.UC_X86_REG_EIP), uc.reg_read(X.UC_X86_REG_ECX)
-        if self._fresh_slice:
-            self._fresh_slice = False
-            last = self._last_io
-            if last is not None and last == (True, port, size, (eip, ecx), value) and \
-                    self._rep_string_io(eip) is not None:
-                return
+        cand = self._replay_candidate
+        if cand is not None and cand == (True, port, size,
+                                         (eip, ecx, uc.reg_read(X.UC_X86_REG_ESI)), value):
+            self._replay_candidate = None
+            return
         region = self.io.find(port)
         if region is not None and region.write_repeat is not None and ecx > 1 and size > 1:
             step = self._string_io(eip)
@@ -287,13 +286,14 @@ class Cpu:
                     uc.reg_write(X.UC_X86_REG_ESI, esi + size * (units - 1))
                     uc.reg_write(X.UC_X86_REG_ECX, ecx - (units - 1))
                     last_value = int.from_bytes(rest[(units - 2) * size:(units - 1) * size], "little")
-                    self._last_io = (True, port, size, (eip, ecx - (units - 1)), last_value)
+                    self._last_io = (True, port, size,
+                                     (eip, ecx - (units - 1), uc.reg_read(X.UC_X86_REG_ESI)), last_value)
                     return
                 if units == 1:
-                    self._last_io = (True, port, size, (eip, ecx), value)
+                    self._last_io = (True, port, size, (eip, ecx, esi), value)
                     return
         self.io.write(port, size, value)
-        self._last_io = (True, port, size, (eip, ecx), value)
+        self._last_io = (True, port, size, (eip, ecx, uc.reg_read(X.UC_X86_REG_ESI)), value)
 
     def _rep_string_io(self, eip):
         """(opcode, prefixes) of a REP INS/OUTS at CS:EIP, in any mode; else None."""
@@ -588,7 +588,6 @@ class Cpu:
                 not self.reg("eflags") & EFLAGS_IF
             slice_us = self._plan_if_watch(waiting)
             self._running = True
-            self._fresh_slice = True
             self._fresh_mmio = True
             self._stop_requested = False
             started = time.monotonic_ns()
@@ -604,6 +603,13 @@ class Cpu:
                 self._raise_fault(e)
             finally:
                 self._running = False
+            # Stopped at the REP INS/OUTS of the last port access: that
+            # iteration will run again when the guest gets back here (maybe
+            # after an interrupt handler), so it becomes the replay candidate.
+            last = self._last_io
+            if last is not None and last[3][0] == self.reg("eip") and \
+                    self._rep_string_io(last[3][0]) is not None:
+                self._replay_candidate = last
             if self._pending_soft is not None:
                 self._deliver_hook_vector(self._pending_soft)
                 continue
