@@ -240,9 +240,11 @@ class Cpu:
         self.time.sync()
         eip, ecx = uc.reg_read(X.UC_X86_REG_EIP), uc.reg_read(X.UC_X86_REG_ECX)
         cand = self._replay_candidate
-        if cand is not None and cand[:4] == (False, port, size, (eip, ecx, uc.reg_read(X.UC_X86_REG_EDI))):
+        if cand is not None and cand[3][0] == eip:
+            # Back at the stopped instruction: the replay, or it moved on.
             self._replay_candidate = None
-            return cand[4]
+            if cand[:4] == (False, port, size, (eip, ecx, uc.reg_read(X.UC_X86_REG_EDI))):
+                return cand[4]
         region = self.io.find(port)
         if region is not None and region.read_repeat is not None and ecx > 1 and size > 1:
             step = self._string_io(eip)
@@ -269,10 +271,10 @@ class Cpu:
         self.time.sync()
         eip, ecx = uc.reg_read(X.UC_X86_REG_EIP), uc.reg_read(X.UC_X86_REG_ECX)
         cand = self._replay_candidate
-        if cand is not None and cand == (True, port, size,
-                                         (eip, ecx, uc.reg_read(X.UC_X86_REG_ESI)), value):
+        if cand is not None and cand[3][0] == eip:
             self._replay_candidate = None
-            return
+            if cand == (True, port, size, (eip, ecx, uc.reg_read(X.UC_X86_REG_ESI)), value):
+                return
         region = self.io.find(port)
         if region is not None and region.write_repeat is not None and ecx > 1 and size > 1:
             step = self._string_io(eip)
