@@ -40,8 +40,8 @@ Host I/O cache (VirtualBox: per controller, ``--hostiocache on|off``):
   the others use page-aligned bounce buffers (mmap), with read-modify-write of
   the partial blocks at either end.  Writes go into a small bounded write
   cache of our own (VirtualBox has one too), drained by a guest flush or FUA,
-  by a short timer, by another thread once it is a quarter full, or by the writer
-  when it is full; reads see it.  The cache keeps writes in the order they
+  by a short timer, by another thread once it is a quarter full, or by the
+  writer when it is full; reads see it.  The cache keeps writes in the order they
   were made and drains them in that order, one drainer at a time, so a
   process killed while draining leaves the file as a kill between two of the
   driver's writes would: the drivers' crash-safe write orders still hold.
@@ -243,8 +243,9 @@ class DirectIO:
     only from its head, one drainer at a time (``_drain_lock``), so the file
     always holds a prefix of the writes.  Once the cache is a quarter full,
     ``on_high_water`` (set by BlockBackend) has another thread drain it while
-    writes go on filling it; a write that finds it full waits for that drain
-    (or, with none running, drains it itself).
+    writes go on filling it; a write that finds it full drains batches
+    itself, taking turns with that thread (never waiting on a drain that has
+    not started: the I/O threads may all be waiting for this write).
 
     Thread safety: reads may run on several threads at once, and alongside
     a drainer (a read takes a snapshot of the cache, reads the file, then
@@ -273,7 +274,6 @@ class DirectIO:
         self.on_dirty = None          # called (on the writer's thread) when the cache stops being empty
         self.on_high_water = None     # called at a quarter full: drain_in_background() elsewhere
         self._mutex = threading.Lock()            # the two queues and the counters
-        self._room = threading.Condition(self._mutex)   # a drainer wrote some out
         self._drain_lock = threading.Lock()       # one drainer at a time, head first
         self._entries = collections.deque()       # [offset, bytearray], in the order written
         self._writing = ()                        # entries a drainer has taken and is writing
@@ -349,11 +349,7 @@ class DirectIO:
             self._write_through(offset, view, what)
             return
         if self._dirty + n > self.cache_bytes:
-            with self._mutex:                             # a drainer at work makes room
-                while self._draining and self._dirty + n > self.cache_bytes:
-                    self._room.wait()
-            if self._dirty + n > self.cache_bytes:
-                self._drain_until(self.cache_bytes - n)   # else make it, oldest first
+            self._drain_until(self.cache_bytes - n)      # room for this write, oldest first
         with self._mutex:
             entries = self._entries
             was_clean = not self._dirty
@@ -394,11 +390,14 @@ class DirectIO:
         finally:
             with self._mutex:
                 self._draining = False
-                self._room.notify_all()
 
     def _drain_until(self, keep):
-        with self._drain_lock:
-            while True:
+        """Write the oldest cached writes until at most ``keep`` bytes are left.
+        One batch at a time under ``_drain_lock``: two drainers (the
+        background one and a writer that needs room) take turns, in order,
+        and neither waits for the other to finish more than a batch."""
+        while True:
+            with self._drain_lock:
                 with self._mutex:
                     if self._dirty <= keep or not self._entries:
                         if not self._dirty:
@@ -421,7 +420,6 @@ class DirectIO:
                         self._entries.extendleft(reversed(batch[done:]))
                         self._dirty -= sum(len(data) for _, data in batch[:done])
                         self._writing = ()
-                        self._room.notify_all()
 
     def _write_through(self, offset, view, what):
         n, a = len(view), self.align

@@ -902,10 +902,20 @@ class VdiDriver(BlockDriver):
                              total_blocks=hdr.cBlocks)
         report.errors.extend(found.problems)
         count_error = None
-        if hdr.cBlocksAllocated != found.allocated:
+        if hdr.cBlocksAllocated < found.next_slot or (
+                hdr.cBlocksAllocated != found.allocated and found.problems):
+            # A count below a slot in use would let the next allocation
+            # overwrite a live block: corruption.
             count_error = (f"header field cBlocksAllocated is {hdr.cBlocksAllocated} but "
                            f"the block map has {found.allocated} allocated blocks")
             report.errors.append(count_error)
+        elif hdr.cBlocksAllocated > found.allocated:
+            # Above every slot in use: what a kill between an allocation's
+            # count update and its map entry leaves.  Nothing live can be
+            # allocated over, so it is a leak, which repair corrects.
+            count_error = ""
+            report.leaks.append(f"header field cBlocksAllocated is {hdr.cBlocksAllocated}, "
+                                f"above the {found.allocated} blocks the block map refers to")
         leaked = found.used.count(0) + max(0, found.slots_in_file - len(found.used))
         if leaked:
             report.leaks.append(f"{leaked} slot(s) of {st.stride} bytes in the data area "

@@ -535,11 +535,35 @@ def test_check_hole_in_the_data_area_is_packed(tmp_path):
     put_u32(path, u32(path, 0x154) + 4, FREE)        # block 1's slot now belongs to nobody
     with VdiDriver.open(path, writable=True) as img:
         report = img.check()
-        assert report.leaks and any("cBlocksAllocated" in e for e in report.errors)
+        assert report.exit_code == 3 and not report.errors     # nothing live can be overwritten
+        assert any("cBlocksAllocated is 3, above the 2 blocks" in m for m in report.leaks)
         assert img.check(repair=True).clean
         assert img.read(0, 3 * 64 * KiB) == b"\x01" * (64 * KiB) + bytes(64 * KiB) + \
             b"\x03" * (64 * KiB)
     assert entry(path, 2) == 1 and u32(path, 0x184) == 2
+
+
+def test_check_count_below_a_slot_in_use_is_an_error(tmp_path):
+    """The next allocation would land on block 2's slot: corruption, not a leak."""
+    path = three_blocks(tmp_path)
+    put_u32(path, 0x184, 2)
+    with VdiDriver.open(path) as img:
+        report = img.check()
+    assert report.exit_code == 2
+    assert any("cBlocksAllocated is 2 but the block map has 3" in e for e in report.errors)
+
+
+def test_check_count_above_the_map_is_a_leak(tmp_path):
+    """A kill between an allocation's count update and its map entry."""
+    path = three_blocks(tmp_path)
+    with open(path, "ab") as f:
+        f.write(b"\x55" * (64 * KiB))                 # the new block's data
+    put_u32(path, 0x184, 4)                            # count written, map entry not
+    with VdiDriver.open(path, writable=True) as img:
+        report = img.check()
+        assert report.exit_code == 3 and not report.errors
+        assert img.check(repair=True).clean
+    assert u32(path, 0x184) == 3
 
 
 @pytest.mark.parametrize("block,value,needle", [
