@@ -90,6 +90,7 @@ class AsyncMedium:
         gets a RequestDone when ``poll_completions()`` delivers it.  A bad
         request (outside the disk, a write to a read-only medium) is not an
         exception: its completion carries the error."""
+        self.io.started()
         problem = self._refuse(request)
         if problem is not None:
             self.io.complete(callback, RequestDone(request, problem, errno_of(problem)))

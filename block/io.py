@@ -600,6 +600,9 @@ class _Completions:
         self._timer = None
         self._local = threading.local()
         self.help_when_waiting = False
+        self._count_lock = threading.Lock()
+        self._started = 0             # requests begun (``started()``) ...
+        self._queued = 0              # ... and completions queued since
 
     def _take_job(self):
         return None
@@ -610,17 +613,34 @@ class _Completions:
             self._timer = Timer()
         return self._timer
 
+    def started(self):
+        """A request was submitted: its completion is owed (see ``busy``)."""
+        with self._count_lock:
+            self._started += 1
+
+    @property
+    def busy(self):
+        """Requests submitted whose completion is not queued yet: host work
+        the CPU loop must wait for rather than let virtual time run past."""
+        return self._started > self._queued
+
+    def _count_queued(self, n):
+        with self._count_lock:
+            self._queued += n
+
     def complete(self, callback, done):
         batch = getattr(self._local, "batch", None)
         if batch is not None:
             batch.append((callback, done))
             return
         self._done.append((callback, done))
+        self._count_queued(1)
         self._wake()
 
     def _publish(self, batch):
         """Queue the completions an I/O thread gathered while serving a batch."""
         self._done.extend(batch)
+        self._count_queued(len(batch))
         self._wake()
 
     def _wake(self):

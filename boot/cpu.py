@@ -56,6 +56,8 @@ GATE_INT16, GATE_TRAP16, GATE_INT32, GATE_TRAP32 = 0x6, 0x7, 0xE, 0xF
 UNTIL = 1 << 40                 # an end address EIP can never reach
 IF_WATCH_MAX_NS = 2_000_000     # watch IF block by block for this long, then poll
 WAIT_SLICE_US = 1_000           # polling slice while an interrupt waits for IF
+IO_SLICE_US = 1_000             # slice length while block requests are in flight
+IO_WAIT_MAX_S = 0.005           # a halted CPU waits this long at most for a block completion
 MAX_SYNC_STEP_NS = 25_000_000   # virtual time moves at most this far between two looks
 SLICE_MARGIN_NS = 200_000       # a callback ending this close to the slice's end may be replayed
 
@@ -109,6 +111,13 @@ class Cpu:
 
     ``intc`` is the CPU's interrupt controller (the local APIC): it has
     ``pending() -> bool`` and ``acknowledge() -> vector``.
+
+    ``block_io`` is the I/O executor of the machine's disks (block/io.py),
+    or None.  The loop delivers its completions to the devices on this
+    thread between slices, and keeps slices short while requests are in
+    flight.  A halted CPU with requests in flight waits for them on the host
+    instead of letting virtual time leap: a guest's command timeout must not
+    expire while the host is still doing its I/O.
     """
 
     def __init__(self, ram, io, mmio, clock, intc=None):
@@ -135,6 +144,7 @@ class Cpu:
         self._mmio_replay = None         # (is_write, address, size, value) that may be replayed
         self._stop_requested = False     # emu_stop was called during this slice
         self._slice_deadline = 0         # host time at which the slice's timeout fires
+        self.block_io = None             # the disks' I/O executor (see the class docstring)
         uc.hook_add(UC_HOOK_INSN, self._hook_in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._hook_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INTR, self._hook_intr)
@@ -580,6 +590,9 @@ class Cpu:
             if deadline is not None and now >= deadline:
                 self._stop_reason = StopReason.TIMEOUT
                 break
+            io = self.block_io
+            if io is not None and io.pending:
+                io.poll_completions()
             self._take_hardware_interrupt()
             self._fault = None
             self._pending_soft = None
@@ -589,6 +602,8 @@ class Cpu:
             waiting = self.intc is not None and self.intc.pending() and \
                 not self.reg("eflags") & EFLAGS_IF
             slice_us = self._plan_if_watch(waiting)
+            if io is not None and io.busy:
+                slice_us = min(slice_us, IO_SLICE_US)
             self._running = True
             self._fresh_mmio = True
             self._stop_requested = False
@@ -706,6 +721,10 @@ class Cpu:
                 return
             if self.intc is not None and self.intc.pending():
                 return
+            io = self.block_io
+            if io is not None and (io.pending or io.busy):
+                self._wait_for_block_io(io)
+                continue
             nxt = self.time.clock.next_deadline()
             if nxt is None or (deadline is not None and nxt > deadline):
                 if deadline is None:
@@ -715,6 +734,18 @@ class Cpu:
                 self.time.skip_to(deadline)
                 return
             self.time.skip_to(nxt)
+
+    def _wait_for_block_io(self, io):
+        """Halted with block requests in flight: wait on the host (no longer
+        than the next virtual timer is due) and deliver what completed."""
+        if not io.pending:
+            nxt = self.time.clock.next_deadline()
+            left_s = IO_WAIT_MAX_S if nxt is None else \
+                max(0.0, min(IO_WAIT_MAX_S, (nxt - self.time.clock.now_ns()) / 1e9))
+            io.wait(left_s)
+        self.time.sync()
+        if io.pending:
+            io.poll_completions()
 
     def _raise_fault(self, err):
         eip = self.reg("eip")

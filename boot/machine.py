@@ -17,11 +17,16 @@ MMIO       local APIC FEE00000; BIOS ROM at 4 GiB - size, its last 128 KiB
 Interrupts: ISA devices and PCI INTx (through the PIIX3's PIRQ routing)
 drive 8259 inputs; the 8259's INTR arrives on the local APIC's LINT0; MSI
 writes go to the local APIC; the CPU loop asks the APIC for vectors.
+
+Disks: the machine opens every image its controllers name (``open_medium``)
+on one I/O executor, a pool of ``io_threads`` I/O threads (block/io.py);
+the CPU loop delivers the completions to the controllers on its own thread.
 """
 
 import time
 
 from drivebay.block.backend import BlockBackend
+from drivebay.block.io import InlineIo, IoThreads
 from drivebay.boot.cpu import Cpu
 from drivebay.boot.loader import load_multiboot
 from drivebay.boot.ram import GuestRam
@@ -49,6 +54,7 @@ from drivebay.hw.pci.piix3 import Piix3
 FOUR_GIB = 1 << 32
 BIOS_LOW_WINDOW = 0x20000          # the top 128 KiB of the ROM also appear below 1 MiB
 MAX_BIOS_SIZE = 16 << 20
+DEFAULT_IO_THREADS = 2            # VirtualBox and QEMU serve disks from a few threads too
 IRQ_PIT, IRQ_KBD, IRQ_COM1, IRQ_RTC, IRQ_MOUSE = 0, 1, 4, 8, 12
 
 
@@ -76,7 +82,17 @@ class IsaIrqs:
 
 class PcMachine:
     def __init__(self, memory_mb=64, serial_out=None, debugcon_out=None, wall_clock=time.time,
-                 boot_order="cad"):
+                 boot_order="cad", io_threads=DEFAULT_IO_THREADS, block_io=None):
+        """``io_threads``: the I/O threads serving the disks' asynchronous
+        requests (0: each request runs when submitted, on the CPU's thread);
+        ``block_io``: an executor of the caller's instead (e.g. the one a VM
+        session opened its media with), which the caller closes."""
+        if block_io is None:
+            block_io = IoThreads(io_threads, name="drivebay-io") if io_threads else InlineIo()
+            self._owns_block_io = True
+        else:
+            self._owns_block_io = False
+        self.block_io = block_io
         self.ram = GuestRam(memory_mb << 20)
         self.memory = GuestMemory(self.ram.buffer)
         self.io = IoSpace()
@@ -113,10 +129,11 @@ class PcMachine:
 
         self.cpu = Cpu(self.ram, self.io, self.mmio, self.clock, intc=self.lapic)
         self.lapic.intr.connect(self.cpu.interrupt_raised)
+        self.cpu.block_io = block_io
         self.devices = {}
         self._device_context = devices.DeviceContext(
             isa_irq=lambda irq, name: self.irqs.line(irq, name), clock=self.clock,
-            io=self.io, mmio=self.mmio, open_medium=self._open_medium)
+            io=self.io, mmio=self.mmio, open_medium=self._open_medium, block_io=block_io)
         self._media = []
 
     # -- what the guest runs ---------------------------------------------------------
@@ -164,6 +181,7 @@ class PcMachine:
         return device
 
     def _open_medium(self, path, **options):
+        options.setdefault("io", self.block_io)
         backend = BlockBackend.open(path, **options)
         self._media.append(backend)
         return backend
@@ -172,6 +190,9 @@ class PcMachine:
         """Power off: close every image the machine opened (and its locks)."""
         while self._media:
             self._media.pop().close()
+        if self._owns_block_io and self.block_io is not None:
+            self.block_io.close()
+            self.block_io = self.cpu.block_io = None
 
     def __enter__(self):
         return self

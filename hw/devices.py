@@ -22,6 +22,9 @@ class DeviceContext:
     # open_medium(path, **BlockBackend.open options) -> backend; the machine
     # opens the image, and closes it when it powers off.
     open_medium: Callable = None
+    # The machine's I/O executor (block/io.py) when its CPU loop delivers the
+    # completions of asynchronous requests; None: the device polls itself.
+    block_io: object = None
 
 
 # name -> (factory, one-line description); controller issues add rows.

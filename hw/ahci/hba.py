@@ -38,10 +38,13 @@ AHCI 1.3 (the register set this model implements; 1.3.1's DEVSLP is not).
 
 Completion events from the block layer: NCQ requests go to the drive's
 BlockBackend with submit(); their completions run when someone calls
-poll_completions().  The machine's CPU loop should; until it does, the HBA
-polls the backends with requests in flight itself, before every register
-read and from a virtual-clock timer every POLL_INTERVAL_NS while requests
-are outstanding (``poll_io`` is the seam).
+poll_completions().  In a machine, the CPU loop does, between slices and
+while the CPU halts (``machine_io``: DeviceContext.block_io, the executor it
+polls; a drive whose backend has another executor is polled by the HBA).
+The HBA also polls the backends with requests in flight before every
+register read, so a guest polling PxCI/PxSACT sees a completion as soon as
+the host has it; standing alone (device tests) it polls from a virtual-clock
+timer every POLL_INTERVAL_NS while requests are outstanding.
 
 Host side: ``attach_drive``/``detach_drive`` hot-plug a drive on a port (refused with
 ConfigError unless the attachment is hot-pluggable), ``insert``/``eject``
@@ -84,7 +87,7 @@ def capabilities(ports):
 class AhciHba(PciDevice):
     SNAPSHOT_FIELDS = ("ccc_count", "irq_level")
 
-    def __init__(self, ports=1, clock=None, name=DEVICE_NAME):
+    def __init__(self, ports=1, clock=None, name=DEVICE_NAME, machine_io=None):
         if not 1 <= ports <= MAX_PORTS:
             raise ConfigError(f"{name}: {ports} ports (AHCI here takes 1 to {MAX_PORTS})")
         bars = [PciBar(index, size, BarKind.IO) for index, size in LEGACY_BARS]
@@ -92,6 +95,7 @@ class AhciHba(PciDevice):
         super().__init__(IDENTITY, bars, name=name)
         self.add_msi(vectors=1, is64=False, offset=MSI_OFFSET)
         self.clock = clock
+        self.machine_io = machine_io
         self.regs = RegisterFile(R.GENERIC, name)
         self.ports = [AhciPort(self, i) for i in range(ports)]
         self.implemented = (1 << ports) - 1
@@ -164,8 +168,11 @@ class AhciHba(PciDevice):
 
     # -- block completions ------------------------------------------------------------------------
 
-    def io_started(self):
-        """A port submitted a queued request: poll until it completes."""
+    def io_started(self, executor=None):
+        """A port submitted a queued request to a backend served by
+        ``executor``: poll until it completes, unless the machine does."""
+        if executor is not None and executor is self.machine_io:
+            return
         if self._io_timer is not None and not self._io_timer.pending:
             self._io_timer.mod(self.clock.now_ns() + POLL_INTERVAL_NS)
 
@@ -356,8 +363,13 @@ def _port_key(key, ports):
     return index
 
 
-def make_drive(spec, where):
-    """An AtaDevice from a drive spec (see ``create``)."""
+def make_drive(spec, where, open_medium=None):
+    """An AtaDevice from a drive spec (see ``create``).  ``open_medium``
+    (DeviceContext.open_medium) opens a path so that the machine owns and
+    closes the backend; without it the drive opens the image itself."""
+    if open_medium is None:
+        from drivebay.block.backend import BlockBackend
+        open_medium = BlockBackend.open
     unknown = set(spec) - DRIVE_OPTIONS
     if unknown:
         raise ConfigError(f"AHCI drive {where}: unknown options {', '.join(sorted(unknown))}")
@@ -370,20 +382,19 @@ def make_drive(spec, where):
         if backend is None:
             if "path" not in spec:
                 raise ConfigError(f"AHCI drive {where}: a hard disk needs a path or a backend")
-            from drivebay.block.backend import BlockBackend
-            backend = BlockBackend.open(spec["path"], format=spec.get("format"),
-                                        read_only=bool(spec.get("read_only", False)),
-                                        discard=bool(spec.get("discard", False)),
-                                        non_rotational=bool(spec.get("non_rotational", False)))
+            backend = open_medium(spec["path"], format=spec.get("format"),
+                                  read_only=bool(spec.get("read_only", False)),
+                                  discard=bool(spec.get("discard", False)),
+                                  non_rotational=bool(spec.get("non_rotational", False)))
         return AtaDevice(DeviceKind.DISK, backend=backend, non_rotational=spec.get("non_rotational"),
                          discard=spec.get("discard"), **names)
     lun = spec.get("lun")
     if lun is None:
         backend = spec.get("backend")
         if backend is None and spec.get("path"):
-            from drivebay.block.backend import OPTICAL_SECTOR, BlockBackend
-            backend = BlockBackend.open(spec["path"], format=spec.get("format"), read_only=True,
-                                        sector_size=OPTICAL_SECTOR)
+            from drivebay.block.backend import OPTICAL_SECTOR
+            backend = open_medium(spec["path"], format=spec.get("format"), read_only=True,
+                                  sector_size=OPTICAL_SECTOR)
         from drivebay.hw.scsi.mmc import ScsiCdrom
         lun = ScsiCdrom(backend)
     return AtaDevice(DeviceKind.PACKET, lun=lun, **names)
@@ -404,8 +415,10 @@ def create(ctx, ports=1, drives=None, name=None):
     for key, spec in (drives or {}).items():
         index = _port_key(key, ports)
         spec = dict(spec)
-        built.append((index, make_drive(spec, str(index)), bool(spec.get("hotpluggable", False))))
-    hba = AhciHba(ports, clock=getattr(ctx, "clock", None), name=name or DEVICE_NAME)
+        built.append((index, make_drive(spec, str(index), getattr(ctx, "open_medium", None)),
+                      bool(spec.get("hotpluggable", False))))
+    hba = AhciHba(ports, clock=getattr(ctx, "clock", None), name=name or DEVICE_NAME,
+                  machine_io=getattr(ctx, "block_io", None))
     for index, device, hotpluggable in built:
         hba.attach_drive(index, device, hotpluggable=hotpluggable, running=False)
     return hba

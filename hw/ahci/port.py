@@ -464,7 +464,7 @@ class AhciPort(AtaTransport):
         self._post_dma_setup(tag, to_host, nbytes)
         if cursor.interrupt:
             self._ncq_interrupts |= 1 << tag
-        self.hba.io_started()
+        self.hba.io_started(getattr(device.backend, "io", None))
         return views
 
     def ncq_complete(self, device, tags, status, error):

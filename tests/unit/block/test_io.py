@@ -579,3 +579,21 @@ def test_direct_io_refuses_a_file_system_that_reports_no_direct_io(disk_dir, mon
     with pytest.raises(ImageError, match=r"host file system \(\w+\) has no direct I/O"):
         DirectIO(f)
     f.close()
+
+
+def test_busy_counts_requests_whose_completion_is_not_queued(disk_dir, io_threads):
+    """What the CPU loop waits on (boot/cpu.py): submitted, not yet completed."""
+    path = make(disk_dir, "raw", size=MiB)
+    slow = FaultyDriver(open_image(path, writable=True), [FaultRule(op="read", latency=0.1)])
+    b = BlockBackend(Chain([slow]), io=io_threads)
+    assert not io_threads.busy
+    got = []
+    b.submit(Request(Op.READ, 0, (bytearray(512),)), got.append)
+    b.submit(Request(Op.READ, MiB, (bytearray(512),)), got.append)   # refused: past the end
+    assert io_threads.busy
+    while io_threads.pending < 2:
+        io_threads.wait(1)
+    assert not io_threads.busy and got == []
+    io_threads.poll_completions()
+    assert sorted(e.ok for e in got) == [False, True]
+    b.close()
