@@ -418,11 +418,18 @@ class Session:
     shared, shareable disks shared among shareable openers; so a second VM,
     or qemu-img, cannot write what this one uses.  The VM's run lock (an
     flock on ``NAME.vm.lock``) marks it running.  ``close()`` (or the end of
-    the process) powers it off and releases everything."""
+    the process) powers it off and releases everything.
+
+    ``firmware`` is the VM's setting (``stub``, ``seabios`` or a BIOS image
+    path) and ``boot_order`` its boot slots as the QEMU-style string
+    PcMachine(boot_order=...) takes ('a' floppy, 'c' disk, 'd' CD/DVD, 'n'
+    network; '' when every slot is none)."""
 
     def __init__(self, home, vm, io=None, timer=None):
         self.home = home
         self.vm = vm
+        self.firmware = vm.config.firmware
+        self.boot_order = vm.config.qemu_boot_order
         self.io = io
         self.timer = timer
         self.devices = []

@@ -1,5 +1,5 @@
-"""VBoxManage-shaped commands for VMs: ``vm``, ``storagectl``, ``storageattach``,
-``bandwidthctl``, ``snapshot`` and ``clonevm``.
+"""VBoxManage-shaped commands for VMs: ``vm``, ``modifyvm``, ``storagectl``,
+``storageattach``, ``bandwidthctl``, ``snapshot`` and ``clonevm``.
 
 The options are VBoxManage's (``--storagectl``, ``--port``, ``--device``,
 ``--medium none|emptydrive|FILE|UUID|host:DRIVE``, ``--mtype`` ...) so
@@ -80,7 +80,8 @@ def show_lines(home, vm):
     """``key="value"`` lines in the shape of showvminfo --machinereadable."""
     out = [f"name={_q(vm.name)}", f"UUID={_q(vm.uuid)}", f"ostype={_q(vm.ostype)}",
            f"CfgFile={_q(vm.path)}", f"SnapFldr={_q(vm.snapshot_folder)}",
-           f"memory={vm.config.memory_mb}",
+           f"memory={vm.config.memory_mb}", f"firmware={_q(vm.config.firmware)}",
+           *(f"boot{i + 1}={_q(d)}" for i, d in enumerate(vm.config.boot_order)),
            f"VMState={_q('running' if vmmod.is_running(vm) else 'poweroff')}"]
     if vm.description:
         out.append(f"description={_q(vm.description)}")
@@ -150,6 +151,9 @@ def cmd_vm_show(args):
         print(f"Guest OS:        {t.description} ({t.id})")
         print(f"Config file:     {vm.path}")
         print(f"Memory size:     {vm.config.memory_mb}MB")
+        print(f"Firmware:        {vm.config.firmware}")
+        for i, d in enumerate(vm.config.boot_order):
+            print(f"Boot Device {i + 1}:   {d}")
         print(f"State:           {'running' if vmmod.is_running(vm) else 'powered off'}")
         for c in vm.config.controllers:
             print(f"Storage Controller: {c.name} ({c.controller}, {c.bus}, {c.port_count} ports, "
@@ -215,6 +219,12 @@ def cmd_vm_modify(args):
                     warn(w)
         if args.memory is not None:
             vm.config.memory_mb = args.memory
+        if args.firmware is not None:
+            vm.config.firmware = vmmod.firmware_named(args.firmware)
+        for i in range(vmmod.BOOT_SLOTS):
+            device = getattr(args, f"boot{i + 1}")
+            if device is not None:
+                vm.config.boot_order[i] = device
         if args.description is not None:
             vm.description = args.description
         if args.name and args.name != vm.name:
@@ -430,6 +440,20 @@ def cmd_clonevm(args):
 
 # -- parsers ----------------------------------------------------------------------------------
 
+def _modifyvm_arguments(c):
+    c.add_argument("vm")
+    c.add_argument("--name")
+    c.add_argument("--ostype")
+    c.add_argument("--memory", type=int, metavar="MB")
+    c.add_argument("--description")
+    c.add_argument("--firmware", metavar="stub|seabios|PATH",
+                   help="drivebay's BIOS stub, Debian's SeaBIOS or a BIOS image")
+    for i in range(vmmod.BOOT_SLOTS):
+        c.add_argument(f"--boot{i + 1}", choices=tuple(vmmod.BOOT_DEVICES),
+                       help=f"boot slot {i + 1}" if i else "the first boot device")
+    c.set_defaults(func=cmd_vm_modify)
+
+
 def add_parsers(sub):
     p = sub.add_parser("vm", help="create, list, show, modify and delete VMs")
     verbs = p.add_subparsers(dest="verb", required=True)
@@ -465,13 +489,11 @@ def add_parsers(sub):
     c = verbs.add_parser("register", help="register a VM file")
     c.add_argument("file")
     c.set_defaults(func=cmd_vm_register)
-    c = verbs.add_parser("modify", help="change a VM's name, OS type, memory, description")
-    c.add_argument("vm")
-    c.add_argument("--name")
-    c.add_argument("--ostype")
-    c.add_argument("--memory", type=int, metavar="MB")
-    c.add_argument("--description")
-    c.set_defaults(func=cmd_vm_modify)
+    c = verbs.add_parser("modify", help="change a VM's settings (as modifyvm)")
+    _modifyvm_arguments(c)
+    c = sub.add_parser("modifyvm", help="change a VM's name, OS type, memory, firmware, "
+                                        "boot order, description")
+    _modifyvm_arguments(c)
 
     p = sub.add_parser("storagectl", help="add, change or remove a storage controller")
     p.add_argument("vm")

@@ -17,7 +17,7 @@ A VM file (``schema`` 1) holds the current configuration, the snapshots
     {"schema": 1, "kind": "drivebay-vm", "uuid": "...", "name": "web",
      "ostype": "Ubuntu_64", "description": "", "current_snapshot": null,
      "config": {
-       "memory_mb": 2048,
+       "memory_mb": 2048, "firmware": "stub", "boot_order": ["floppy", "dvd", "disk", "none"],
        "storage_controllers": [{"name": "SATA", "bus": "sata", "controller": "IntelAhci",
                                 "port_count": 1, "host_io_cache": false, "bootable": true}],
        "attachments": [{"controller": "SATA", "port": 0, "device": 0, "type": "hdd",
@@ -28,6 +28,13 @@ A VM file (``schema`` 1) holds the current configuration, the snapshots
      "snapshots": [{"uuid": "...", "name": "installed", "description": "",
                     "time": "2024-05-01T10:00:00+00:00", "online": false, "parent": null,
                     "deleting": false, "config": {...}}]}
+
+``firmware`` is ``stub`` (drivebay's own BIOS), ``seabios`` (Debian's
+bios-256k.bin) or an absolute path to a BIOS image; ``boot_order`` is
+VirtualBox's four boot slots (``modifyvm --boot1..--boot4``: disk, dvd,
+floppy, net or none), which ``MachineConfig.qemu_boot_order`` turns into
+the QEMU-style string PcMachine(boot_order=...) takes.  Files written
+before these two fields existed (same schema) read with the defaults.
 
 Reading is strict (system errors are ConfigError naming the file and the
 field); every write is atomic (temporary file + rename) and is the last step
@@ -197,15 +204,62 @@ class BandwidthGroup:
         return {"name": self.name, "type": self.type, "limit": self.limit}
 
 
+# -- firmware and boot order --------------------------------------------------------------
+
+FIRMWARE_NAMES = ("stub", "seabios")       # else an absolute path to a BIOS image
+DEFAULT_FIRMWARE = "stub"                  # drivebay's own BIOS boot stub (firmware/bios)
+# VBoxManage modifyvm --boot1..--boot4 and the QEMU -boot letter of each
+# (hw/pc/rtc.py puts up to three in the CMOS, as QEMU does for SeaBIOS).
+BOOT_DEVICES = {"floppy": "a", "dvd": "d", "disk": "c", "net": "n", "none": ""}
+BOOT_SLOTS = 4
+DEFAULT_BOOT_ORDER = ("floppy", "dvd", "disk", "none")     # VirtualBox's
+CMOS_BOOT_SLOTS = 3
+
+
+def firmware_named(text, error=ConfigError):
+    """A firmware setting: ``stub``, ``seabios`` or an existing BIOS image
+    (stored as an absolute path)."""
+    key = str(text).strip()
+    if key.lower() in FIRMWARE_NAMES:
+        return key.lower()
+    if not key:
+        raise error("firmware: empty (stub, seabios or a BIOS image path)")
+    path = os.path.abspath(key)
+    if not os.path.isfile(path):
+        raise error(f"firmware {key!r}: not stub or seabios, and no BIOS image file "
+                    f"'{path}' exists")
+    return path
+
+
+def qemu_boot_order(devices):
+    """VirtualBox boot slots as QEMU's ``-boot order=`` string for
+    PcMachine(boot_order=...): 'a' floppy, 'c' disk, 'd' CD/DVD, 'n' network;
+    ``none`` slots are skipped, a device listed twice counts once, and only
+    the first three fit the CMOS (hw/pc/rtc.py)."""
+    out = ""
+    for d in devices:
+        letter = BOOT_DEVICES[d]
+        if letter and letter not in out:
+            out += letter
+    return out[:CMOS_BOOT_SLOTS]
+
+
 @dataclass
 class MachineConfig:
     memory_mb: int = 64
     controllers: list = field(default_factory=list)
     attachments: list = field(default_factory=list)
     bandwidth_groups: list = field(default_factory=list)
+    firmware: str = DEFAULT_FIRMWARE
+    boot_order: list = field(default_factory=lambda: list(DEFAULT_BOOT_ORDER))
+
+    @property
+    def qemu_boot_order(self):
+        return qemu_boot_order(self.boot_order)
 
     def to_json(self):
-        return {"memory_mb": self.memory_mb,
+        return {"memory_mb": self.memory_mb, "firmware": self.firmware,
+                "boot_order": list(self.boot_order),
                 "storage_controllers": [c.to_json() for c in self.controllers],
                 "attachments": [a.to_json() for a in self.attachments],
                 "bandwidth_groups": [g.to_json() for g in self.bandwidth_groups]}
@@ -213,6 +267,12 @@ class MachineConfig:
     @classmethod
     def from_json(cls, f):
         memory = f.take("memory_mb", int)
+        # Both arrived after the first schema-1 files: absent means the default.
+        firmware = f.take("firmware", str, default=DEFAULT_FIRMWARE)
+        boot_order = f.take("boot_order", list, default=list(DEFAULT_BOOT_ORDER))
+        for i, d in enumerate(boot_order):
+            if not isinstance(d, str) or d not in BOOT_DEVICES:
+                f.fail(f"boot_order[{i}]", f"{d!r} is not one of {', '.join(BOOT_DEVICES)}")
         controllers = []
         for where, item in f.items("storage_controllers"):
             c = Fields(item, f.file, where, ConfigError)
@@ -250,7 +310,7 @@ class MachineConfig:
             g.done()
             groups.append(grp)
         f.done()
-        return cls(memory, controllers, attachments, groups)
+        return cls(memory, controllers, attachments, groups, firmware, boot_order)
 
     # -- look-ups
 
@@ -279,6 +339,15 @@ class MachineConfig:
             raise error(f"{file + ': ' if file else ''}field {where}.{field_name}: {message}")
         if not 1 <= self.memory_mb <= 65536:
             fail("memory_mb", f"{self.memory_mb} MB is outside 1..65536")
+        if self.firmware not in FIRMWARE_NAMES and not os.path.isabs(self.firmware):
+            fail("firmware", f"{self.firmware!r} is not stub, seabios or an absolute path "
+                             f"to a BIOS image")
+        if len(self.boot_order) != BOOT_SLOTS:
+            fail("boot_order", f"{len(self.boot_order)} entries, not {BOOT_SLOTS} "
+                               f"(--boot1..--boot{BOOT_SLOTS})")
+        for i, d in enumerate(self.boot_order):
+            if d not in BOOT_DEVICES:
+                fail(f"boot_order[{i}]", f"{d!r} is not one of {', '.join(BOOT_DEVICES)}")
         names, per_bus = set(), {}
         for i, c in enumerate(self.controllers):
             here = f"storage_controllers[{i}]"

@@ -312,3 +312,31 @@ def test_media_manager_commands(home, tmp_path, capsys):
     ok(capsys, "media", "remove", "n.vhd", "--delete")
     assert not (tmp_path / "sub" / "n.vhd").exists()
     assert ok(capsys, "list", "ostypes").count("ID:") > 40
+
+
+def test_modifyvm_firmware_boot_order_memory(home, tmp_path, capsys):
+    ok(capsys, "vm", "create", "--name", "web", "--disk-size", 4)
+    info = machinereadable(capsys, "web")
+    assert info["firmware"] == "stub"
+    assert [info[f"boot{i}"] for i in range(1, 5)] == ["floppy", "dvd", "disk", "none"]
+    ok(capsys, "modifyvm", "web", "--firmware", "seabios", "--boot1", "disk", "--boot2", "dvd",
+       "--boot3", "none", "--memory", 96)
+    info = machinereadable(capsys, "web")
+    assert info["firmware"] == "seabios" and info["memory"] == "96"
+    assert [info[f"boot{i}"] for i in range(1, 5)] == ["disk", "dvd", "none", "none"]
+    out = ok(capsys, "vm", "show", "web")
+    assert "Firmware:        seabios" in out and "Boot Device 1:   disk" in out
+    rom = tmp_path / "bios.bin"
+    rom.write_bytes(b"\xea" * 65536)
+    ok(capsys, "vm", "modify", "web", "--firmware", rom)
+    assert machinereadable(capsys, "web")["firmware"] == str(rom)
+    before = (home / "machines" / "web" / "web.vm").read_text()
+    code, _, err = run(capsys, "modifyvm", "web", "--firmware", tmp_path / "missing.rom")
+    assert code == 2 and "no BIOS image file" in err
+    assert (home / "machines" / "web" / "web.vm").read_text() == before
+    with pytest.raises(SystemExit):
+        main(["modifyvm", "web", "--boot1", "tape"])
+    assert "invalid choice" in capsys.readouterr().err
+    code, _, err = run(capsys, "modifyvm", "web", "--memory", 0)
+    assert code == 2 and "memory_mb" in err
+    assert (home / "machines" / "web" / "web.vm").read_text() == before

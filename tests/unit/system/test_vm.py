@@ -322,3 +322,96 @@ def test_delete_vm_with_files(home):
     assert home.entries() == []
     with home.locked():
         assert home.media.media == {}
+
+
+# -- firmware and boot order --------------------------------------------------------------------
+
+def test_firmware_and_boot_order_defaults_and_round_trip(home, tmp_path):
+    vm = new_vm(home)
+    assert vm.config.firmware == "stub"
+    assert vm.config.boot_order == ["floppy", "dvd", "disk", "none"]     # VirtualBox's
+    assert vm.config.qemu_boot_order == "adc"
+    bios = tmp_path / "my.rom"
+    bios.write_bytes(b"\0" * 65536)
+    with home.locked():
+        vm = home.find_vm("web")
+        vm.config.firmware = vmmod.firmware_named(str(bios))
+        vm.config.boot_order = ["disk", "net", "none", "dvd"]
+        vm.save()
+    data = json.loads(open(vm.path).read())
+    assert data["config"]["firmware"] == str(bios)
+    assert data["config"]["boot_order"] == ["disk", "net", "none", "dvd"]
+    again = vmmod.Vm.load(vm.path)
+    assert again.config.firmware == str(bios) and again.config.qemu_boot_order == "cnd"
+
+
+def test_vm_file_without_firmware_fields_reads_the_defaults(home):
+    vm = new_vm(home)
+    data = json.loads(open(vm.path).read())
+    del data["config"]["firmware"], data["config"]["boot_order"]
+    with open(vm.path, "w") as f:
+        json.dump(data, f)
+    again = vmmod.Vm.load(vm.path)
+    assert again.config.firmware == "stub" and again.config.boot_order == list(
+        vmmod.DEFAULT_BOOT_ORDER)
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda c: c.update(firmware="bios.bin"), "config.firmware"),
+    (lambda c: c.update(firmware=7), "config.firmware"),
+    (lambda c: c.update(boot_order=["disk", "tape", "none", "none"]), "config.boot_order[1]"),
+    (lambda c: c.update(boot_order=["disk", ["x"], "none", "none"]), "config.boot_order[1]"),
+    (lambda c: c.update(boot_order=["disk", "dvd", "none"]), "config.boot_order"),
+    (lambda c: c.update(boot_order="cad"), "config.boot_order"),
+])
+def test_bad_firmware_or_boot_order_names_file_and_field(home, edit, field):
+    vm = new_vm(home)
+    data = json.loads(open(vm.path).read())
+    edit(data["config"])
+    text = json.dumps(data)
+    with open(vm.path, "w") as f:
+        f.write(text)
+    with pytest.raises(ConfigError) as e:
+        vmmod.Vm.load(vm.path)
+    assert vm.path in str(e.value) and f"field {field}" in str(e.value)
+    assert open(vm.path).read() == text
+
+
+@pytest.mark.parametrize("order,qemu", [
+    (["floppy", "dvd", "disk", "none"], "adc"),
+    (["disk", "none", "none", "none"], "c"),
+    (["none", "none", "none", "none"], ""),
+    (["net", "disk", "dvd", "floppy"], "ncd"),        # the CMOS holds three
+    (["disk", "disk", "dvd", "none"], "cd"),           # a device twice counts once
+])
+def test_qemu_boot_order_programs_the_cmos(order, qemu):
+    from drivebay.boot.machine import PcMachine
+    assert vmmod.qemu_boot_order(order) == qemu
+    nibble = {"a": 1, "c": 2, "d": 3, "n": 4}
+    want = [nibble[c] for c in qemu] + [0, 0, 0]
+    with PcMachine(memory_mb=4, boot_order=qemu, io_threads=0) as machine:
+        cmos = machine.rtc.cmos
+        assert cmos[0x3D] == want[1] << 4 | want[0]
+        assert cmos[0x38] >> 4 == want[2]
+
+
+def test_firmware_named():
+    assert vmmod.firmware_named("SeaBIOS") == "seabios"
+    assert vmmod.firmware_named("stub") == "stub"
+    with pytest.raises(ConfigError, match="no BIOS image file"):
+        vmmod.firmware_named("/nonexistent/bios.bin")
+    with pytest.raises(ConfigError, match="empty"):
+        vmmod.firmware_named("")
+
+
+def test_power_on_session_carries_firmware_and_boot_order(home):
+    from drivebay.system import snapshots
+    new_vm(home)
+    with home.locked():
+        vm = home.find_vm("web")
+        vm.config.firmware = "seabios"
+        vm.config.boot_order = ["dvd", "disk", "none", "none"]
+        vm.save()
+    with snapshots.power_on(home, "web") as session:
+        assert session.firmware == "seabios"
+        assert session.boot_order == "dc"
