@@ -13,7 +13,7 @@ system/vbox_media_cli.py.
 import sys
 
 from drivebay.errors import ConfigError
-from drivebay.system import ostypes, snapshots
+from drivebay.system import medium_ids, ostypes, snapshots
 from drivebay.system import vm as vmmod
 from drivebay.system.progress import TerminalProgress
 from drivebay.system.vm import BUSES, Home
@@ -270,11 +270,28 @@ def cmd_storagectl(args):
 
 # -- storageattach ---------------------------------------------------------------------
 
+def _set_ids(home, vm, args):
+    """--setuuid/--setparentuuid change the IDs of the medium being attached
+    (VirtualBox does it before attaching); returns what --medium names now."""
+    medium = args.medium
+    if medium is None or medium.lower() in ("none", "emptydrive", "iscsi", "additions") or \
+            medium.lower().startswith("host:"):
+        raise ConfigError("--setuuid/--setparentuuid: --medium must name the image (file or "
+                          "UUID) whose IDs change")
+    if args.type is None:
+        existing = vm.config.attachment_at(args.storagectl, args.port, args.device)
+        if existing is None:
+            raise ConfigError("--type is required to attach a new device")
+        args.type = existing.type
+    device = vmmod.MEDIUM_DEVICE[args.type]
+    if args.setuuid is not None:
+        medium = medium_ids.set_uuid(home, medium, device, args.setuuid)
+    if args.setparentuuid is not None:
+        medium = medium_ids.set_parent_uuid(home, medium, device, args.setparentuuid)
+    return medium
+
+
 def cmd_storageattach(args):
-    if args.setuuid is not None or args.setparentuuid is not None:
-        raise ConfigError("--setuuid/--setparentuuid: not available yet (the image drivers "
-                          "cannot rewrite an image's UUID in place); use 'drivebay "
-                          "clonemedium', which gives the copy a new UUID")
     home = home_of(args)
     flags = {}
     for name, value in (("passthrough", args.passthrough), ("temp_eject", args.tempeject),
@@ -283,8 +300,12 @@ def cmd_storageattach(args):
         flags[name] = on_off(value) if value is not None else None
     with home.locked():
         vm = home.find_vm(args.vm)
+        medium = args.medium
+        if args.setuuid is not None or args.setparentuuid is not None:
+            medium = _set_ids(home, vm, args)
+            vm = home.find_vm(args.vm)          # its file may name the medium's new UUID
         _att, dropped = vmmod.attach(home, vm, args.storagectl, args.port, args.device,
-                                     type=args.type, medium=args.medium, mtype=args.mtype,
+                                     type=args.type, medium=medium, mtype=args.mtype,
                                      comment=args.comment, bandwidth_group=args.bandwidthgroup,
                                      force_unmount=args.forceunmount, **flags)
         home.media.save()
@@ -520,8 +541,10 @@ def add_parsers(sub):
     p.add_argument("--mtype", choices=["normal", "writethrough", "immutable", "shareable",
                                        "readonly", "multiattach"])
     p.add_argument("--comment")
-    p.add_argument("--setuuid")
-    p.add_argument("--setparentuuid")
+    p.add_argument("--setuuid", metavar="UUID|\"\"",
+                   help="give the medium this UUID (\"\": a new random one) before attaching")
+    p.add_argument("--setparentuuid", metavar="UUID",
+                   help="make the medium a differencing image of this registered disk")
     for flag in ("passthrough", "tempeject", "nonrotational", "discard", "hotpluggable"):
         p.add_argument(f"--{flag}", metavar="on|off")
     p.add_argument("--bandwidthgroup", metavar="NAME|none")

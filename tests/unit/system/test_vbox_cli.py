@@ -99,8 +99,8 @@ def test_storageattach(home, tmp_path, capsys):
                        "--type", "hdd", "--medium", disk)
     assert code == 2 and "out of range" in err
     code, _, err = run(capsys, "storageattach", "web", "--storagectl", "SATA", "--port", 4,
-                       "--type", "hdd", "--medium", disk, "--setuuid", "")
-    assert code == 2 and "not available yet" in err
+                       "--type", "hdd", "--medium", "iscsi")
+    assert code == 2 and "no iSCSI initiator" in err
     ok(capsys, "storageattach", "web", "--storagectl", "SATA", "--port", 3, "--medium", "none")
     assert machinereadable(capsys, "web")["SATA-3-0"] == "none"
 
