@@ -385,6 +385,13 @@ class Cpu:
 
     # -- registers and segments ---------------------------------------------------
 
+    def invalidate_code(self, address, length):
+        """Forget translated code in RAM at [address, address + length): it was
+        written behind unicorn's back (a device's DMA, a store of this loop).
+        Unicorn notices only the CPU's own stores to a page holding code."""
+        if length > 0:
+            self.uc.ctl_remove_cache(address, address + length)
+
     def reg(self, name):
         return self.uc.reg_read(getattr(X, f"UC_X86_REG_{name.upper()}"))
 
@@ -466,6 +473,7 @@ class Cpu:
         address = self._linear(address)
         if address + len(data) <= self.ram.size:
             self.ram.buffer[address:address + len(data)] = data
+            self.invalidate_code(address, len(data))
         else:
             raise GuestRunError(f"interrupt delivery pushed to {address:#x}, outside guest RAM",
                                 self.reg("eip"))

@@ -29,11 +29,10 @@ from drivebay.block.backend import BlockBackend
 from drivebay.block.io import InlineIo, IoThreads
 from drivebay.boot.cpu import Cpu
 from drivebay.boot.loader import load_multiboot
-from drivebay.boot.ram import GuestRam
+from drivebay.boot.ram import CodeCoherentMemory, GuestRam
 from drivebay.errors import ConfigError
 from drivebay.hw import devices
 from drivebay.hw.clock import NS_PER_SEC, VirtualClock
-from drivebay.hw.dma import GuestMemory
 from drivebay.hw.irq import IrqLine
 from drivebay.hw.memory import IoSpace, MmioSpace
 from drivebay.hw.pc.debug_exit import DebugExit
@@ -94,7 +93,8 @@ class PcMachine:
             self._owns_block_io = False
         self.block_io = block_io
         self.ram = GuestRam(memory_mb << 20)
-        self.memory = GuestMemory(self.ram.buffer)
+        self.memory = CodeCoherentMemory(self.ram.buffer,
+                                         lambda address, length: self.cpu.invalidate_code(address, length))
         self.io = IoSpace()
         self.mmio = MmioSpace()
         self.clock = VirtualClock()

@@ -9,6 +9,7 @@ import ctypes
 import mmap
 
 from drivebay.errors import ConfigError
+from drivebay.hw.dma import GuestMemory
 
 PAGE_SIZE = 0x1000
 # Guest RAM lives below the PCI hole: SeaBIOS and our loader place PCI BARs
@@ -40,3 +41,37 @@ class GuestRam:
             raise ConfigError(f"{len(data)} bytes at {address:#x} do not fit in "
                               f"{self.size >> 20} MiB of guest RAM")
         self.buffer[address:end] = data
+
+
+class CodeCoherentMemory(GuestMemory):
+    """Guest RAM as devices see it, on a machine whose CPU caches translated code.
+
+    Unicorn drops a translated block only when the CPU itself stores to its
+    page; a device's DMA lands in the RAM buffer behind its back, and the
+    old code would keep running (an MBR reads the partition's boot sector
+    over itself at 0x7C00 and jumps there).  QEMU invalidates on every DMA
+    write for the same reason (invalidate_and_set_dirty).  So every range a
+    device may write is reported to ``invalidate(address, length)`` when
+    the device gets it: a view handed to an asynchronous read is invalidated
+    before its data lands, which is enough since no guest runs code out of
+    a buffer while a read into it is in flight.
+    """
+
+    def __init__(self, buffer, invalidate):
+        super().__init__(buffer)
+        self._invalidate = invalidate
+
+    def view(self, address, length):
+        view = super().view(address, length)
+        self._invalidate(address, length)
+        return view
+
+    def write(self, address, data):
+        super().write(address, data)
+        self._invalidate(address, len(data))
+
+    def sg_views(self, segments):
+        views = super().sg_views(segments)
+        for address, length in segments:
+            self._invalidate(address, length)
+        return views
