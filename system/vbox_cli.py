@@ -381,8 +381,19 @@ def cmd_snapshot(args):
     if action == "take":
         if not args.target:
             raise ConfigError("snapshot take: a name is required")
+        with home.locked():
+            vm = home.find_vm(args.vm)
+            running = vmmod.is_running(vm)
+        if running:
+            # The running process holds the disks open and writes them; only
+            # it could switch them to the new differencing images.
+            raise ConfigError(f"snapshot take{' --live' if args.live else ''}: the VM "
+                              f"'{vm.name}' is running in another process (drivebay vm "
+                              f"start), and drivebay has no control channel into a running "
+                              f"VM yet to switch its disks to new differencing images; power "
+                              f"it off and take the snapshot then")
         if args.live:
-            warn("--live: the VM is not running in this process; taking an offline snapshot")
+            warn(f"--live: the VM '{vm.name}' is not running; taking an offline snapshot")
         snap = snapshots.take(home, args.vm, args.target, args.description or "",
                               args.uniquename)
         print(f"Snapshot taken. UUID: {snap.uuid}")

@@ -168,6 +168,40 @@ def test_snapshot_commands(home, capsys):
     assert code == 2 and "Could not find a snapshot" in err
 
 
+def test_snapshot_take_live(home, capsys):
+    """A VM another process runs (its run lock held) gets no snapshot from
+    here, --live or not, and nothing changes; a stopped VM gets an offline one."""
+    import subprocess
+    ok(capsys, "vm", "create", "--name", "web", "--ostype", "Ubuntu_64", "--disk-size", 4)
+    runner = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys\n"
+         "from drivebay.system import snapshots\n"
+         "from drivebay.system.vm import Home\n"
+         "with snapshots.power_on(Home(), 'web'):\n"
+         "    print('running', flush=True)\n"
+         "    sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        assert runner.stdout.readline() == "running\n"
+        assert machinereadable(capsys, "web")["VMState"] == "running"
+        vm_file = home / "machines" / "web" / "web.vm"
+        before = vm_file.read_text()
+        for extra in (["--live"], []):
+            code, _, err = run(capsys, "snapshot", "web", "take", "hot", *extra)
+            assert code == 2 and "running in another process" in err
+            assert "no control channel" in err
+        assert vm_file.read_text() == before
+        assert not (home / "machines" / "web" / "Snapshots").exists() or \
+            os.listdir(home / "machines" / "web" / "Snapshots") == []
+    finally:
+        runner.communicate("")
+    assert runner.returncode == 0
+    code, out, err = run(capsys, "snapshot", "web", "take", "cold", "--live")
+    assert code == 0 and "Snapshot taken" in out and "not running" in err
+    assert "(online)" not in ok(capsys, "snapshot", "web", "list")
+
+
 def test_clonevm(home, capsys):
     ok(capsys, "vm", "create", "--name", "web", "--ostype", "Ubuntu_64", "--disk-size", 4)
     _write(home, "web", b"data")
