@@ -14,8 +14,8 @@ a running VM uses.
 The parent link is rewritten in place through the drivers' ``set_parent``.
 The drivers have no in-place "set UUID" yet, so a new UUID is written by
 rewriting the image: a new image of the same format and variant (and the
-same parent) with the new UUID is made beside it, the image's own
-allocated ranges are copied into it (zero-allocated ranges stay
+same parent) with the new UUID is made beside it, the image's own layer
+is copied into it (system/layer_copy.py: zero-allocated ranges stay
 zero-allocated, unallocated ones keep showing the parent), and it is
 renamed over the old file (from a folder of its own beside it, so a
 monolithic VMDK's descriptor names the right file), as the immutable
@@ -34,12 +34,11 @@ import shutil
 import uuid as uuidlib
 
 from drivebay.block.chain import open_chain
-from drivebay.block.driver import State
 from drivebay.block.drivers import driver_for, open_image
 from drivebay.block.media import canonical_uuid, looks_like_uuid
 from drivebay.errors import DrivebayError, MediaError
+from drivebay.system.layer_copy import copy_layer
 
-COPY_CHUNK = 1 << 20
 # Variants whose whole image is one file that can be rewritten and renamed.
 REWRITABLE = {"vdi": ("dynamic", "fixed", "differencing"),
               "vhd": ("dynamic", "fixed", "differencing"),
@@ -93,21 +92,7 @@ def rewrite_uuid(path, fmt, new_uuid, resolver=None):
             cls.create(tmp, None if fmt == "vhd" and parent else size, variant=variant,
                        uuid=uuidlib.UUID(new_uuid), parent=parent)
             with open_chain(tmp, writable=True, format=fmt, resolver=resolver) as new:
-                buf = bytearray(COPY_CHUNK)
-                for ext in src.block_status(0, size):
-                    if ext.state is State.ZERO:
-                        new.write_zeroes(ext.offset, ext.length)
-                        continue
-                    if ext.state is not State.DATA:
-                        continue
-                    at, end = ext.offset, ext.offset + ext.length
-                    while at < end:
-                        n = min(COPY_CHUNK, end - at)
-                        view = memoryview(buf)[:n]
-                        src.readinto(at, view)
-                        new.write(at, view)
-                        at += n
-                new.flush()
+                copy_layer(src, new)
         os.replace(tmp, path)
         if parent is not None:
             # The parent path was recorded from the temporary folder: put the

@@ -49,6 +49,7 @@ from drivebay.block.drivers import driver_for, open_image
 from drivebay.block.locking import ImageLockedError
 from drivebay.block.throttle import BandwidthGroup, Limits
 from drivebay.errors import ConfigError, MediaError
+from drivebay.system.layer_copy import copy_layer
 from drivebay.system.vm import (Snapshot, Vm, drop_diff, is_implicit_diff, is_running,
                                 machine_devices, now_iso, require_stopped)
 
@@ -586,23 +587,31 @@ def power_on(home, ref, io=None, timer=None):
 
 # -- clones ----------------------------------------------------------------------------------
 
-CLONE_MODES = ("machine",)
+CLONE_MODES = ("machine", "machineandchildren", "all")
 
 
 def clone_vm(home, ref, name, basefolder=None, snapshot=None, mode="machine", link=False,
              register=True, progress=None):
-    """clonevm: a new VM with the source's settings (of its current state or
-    of ``snapshot``) and copies of its hard disks.
+    """clonevm: a new VM with the source's settings and copies of its hard disks.
 
-    Hard disks are copied in full, whole chain into one VDI with a new UUID
-    (a write-through disk stays write-through, the others become normal);
-    shareable disks and CD/DVD/floppy images are attached as they are.
-    ``link`` (needs ``snapshot``) makes the clone's disks differencing images
-    over the snapshot's frozen images instead (write-through disks, never
-    frozen, are still copied)."""
+    ``mode`` is VBoxManage's: ``machine`` clones one state (the current one,
+    or ``snapshot``'s) without snapshots; ``machineandchildren`` clones
+    ``snapshot`` (default: the current snapshot) and the snapshots below it,
+    and ``all`` every snapshot, both keeping the tree (see ``_clone_tree``).
+
+    In ``machine`` mode hard disks are copied in full, whole chain into one
+    VDI with a new UUID (a write-through disk stays write-through, the
+    others become normal); shareable disks and CD/DVD/floppy images are
+    attached as they are.  ``link`` (needs ``snapshot``) makes the clone's
+    disks differencing images over the snapshot's frozen images instead
+    (write-through disks, never frozen, are still copied)."""
     if mode not in CLONE_MODES:
-        raise ConfigError(f"clonevm --mode {mode}: only 'machine' is supported (the clone "
-                          f"gets the current state or one snapshot, not the snapshot tree)")
+        raise ConfigError(f"clonevm --mode {mode}: one of {', '.join(CLONE_MODES)}")
+    if mode != "machine":
+        if link:
+            raise ConfigError(f"clonevm --mode {mode}: a linked clone hangs on one snapshot; "
+                              f"use --mode machine with --options link")
+        return _clone_tree(home, ref, name, basefolder, snapshot, mode, register, progress)
     with home.locked():
         src = _load(home, ref)
         if link and snapshot is None:
@@ -642,6 +651,118 @@ def clone_vm(home, ref, name, basefolder=None, snapshot=None, mode="machine", li
                 n += 1
             new.validate()
             home.media.save()
+        except BaseException:
+            _undo(home, made)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(new.path)
+            raise
+        new.save()
+        if register:
+            home.register(new)
+        return new
+
+
+def _subtree(vm, root_uuid):
+    out, todo = [], [root_uuid]
+    while todo:
+        u = todo.pop()
+        out.append(u)
+        todo += [c.uuid for c in vm.children_of(u)]
+    return out
+
+
+def _clone_tree(home, ref, name, basefolder, snapshot, mode, register, progress):
+    """clonevm --mode machineandchildren|all: the snapshots (all of them, or
+    the subtree from ``snapshot``) with their settings, descriptions, times
+    and UUIDs, and the disks as a tree of their own:
+
+    * every hard disk image a cloned state refers to is cloned once; one
+      whose parent is cloned too becomes a differencing image over the
+      parent's clone holding the same layer (system/layer_copy.py: data,
+      zeroed ranges and ranges left to the parent alike), so the clone's
+      snapshots share their frozen images as the source's do;
+    * one whose parent is not cloned (the top of a subtree, a per-VM image
+      over an immutable disk) is flattened into a new base VDI, normal or
+      write-through as in ``machine`` mode;
+    * shareable disks and CD/DVD/floppy images are attached as they are.
+
+    The current state comes along when it lies below the cloned snapshots;
+    otherwise the clone's current state is the subtree's root, with fresh
+    differencing images as after a restore.  Images are written first, then
+    the registry, then the VM file; a failure removes what was made."""
+    with home.locked():
+        src = _load(home, ref)
+        if mode == "all":
+            keep = [s.uuid for s in src.snapshots]
+            root = None
+        else:
+            root = src.snapshot(snapshot).uuid if snapshot else src.current_snapshot
+            if root is None:
+                raise ConfigError(f"clonevm --mode {mode}: VM '{src.name}' has no snapshots "
+                                  f"(use --mode machine)")
+            keep = _subtree(src, root)
+        if any(s.deleting for s in src.snapshots if s.uuid in keep):
+            raise ConfigError(f"VM '{src.name}': a snapshot deletion was interrupted; run "
+                              f"'snapshot delete' on it again first")
+        current_inside = root is None or src.current_snapshot in keep
+        snaps = [copy.deepcopy(s) for s in src.snapshots if s.uuid in keep]
+        for s in snaps:
+            if s.uuid == root:
+                s.parent = None
+        config = copy.deepcopy(src.config) if current_inside else \
+            copy.deepcopy(next(s.config for s in snaps if s.uuid == root))
+        configs = [config] + [s.config for s in snaps]
+        reg = home.media
+        wanted = {}
+        for cfg in configs:
+            for a in cfg.attachments:
+                if a.type == "hdd" and a.medium and reg.effective_type(a.medium) != "shareable":
+                    wanted[a.medium] = reg.get(a.medium)
+        order = sorted(wanted.values(), key=lambda m: len(reg.chain(m.uuid)))
+        new = home.create_vm(name, src.ostype, basefolder, register=False,
+                             description=src.description)
+        made, mapping, n = [], {}, 0
+        try:
+            reg.check_free_space(new.folder, sum(reg.used_bytes(u) for u in wanted),
+                                 f"cloning VM '{src.name}'")
+            for m in order:
+                if m.parent in mapping:
+                    d = _snapshot_diff(home, new, mapping[m.parent])
+                    made.append(d.uuid)
+                    with open_image(m.location, format=m.format) as layer, \
+                            reg.open_chain(d.uuid, writable=True) as dest:
+                        copy_layer(layer, dest, progress)
+                    mapping[m.uuid] = d.uuid
+                    continue
+                suffix = "" if n == 0 else f"-disk{n + 1}"
+                path = os.path.join(new.folder, f"{name}{suffix}.vdi")
+                with reg.open_chain(m.uuid) as chain:
+                    convert(chain, path, "vdi", progress=progress)
+                c = reg.add(path, "hdd", format="vdi")
+                made.append(c.uuid)
+                if reg.effective_type(m.uuid) == "writethrough":
+                    reg.set_type(c.uuid, "writethrough")
+                mapping[m.uuid] = c.uuid
+                n += 1
+            for cfg in configs:
+                for a in cfg.attachments:
+                    if a.medium in mapping:
+                        a.medium = mapping[a.medium]
+                        a.location = reg.get(a.medium).location
+            if not current_inside:
+                # Like a restore of the root: the current state writes to
+                # differencing images of its own over the root's frozen ones.
+                for a in config.attachments:
+                    if a.type == "hdd" and a.medium and \
+                            reg.effective_type(a.medium) in FROZEN_TYPES:
+                        d = _snapshot_diff(home, new, a.medium)
+                        made.append(d.uuid)
+                        a.medium, a.location = d.uuid, d.location
+            new.config = config
+            new.snapshots = snaps
+            new.current_snapshot = src.current_snapshot if current_inside else root
+            new.validate()
+            reg.save()
         except BaseException:
             _undo(home, made)
             with contextlib.suppress(FileNotFoundError):

@@ -586,12 +586,15 @@ def add_parsers(sub):
     p.add_argument("-p", "--progress", action="store_true")
     p.set_defaults(func=cmd_snapshot)
 
-    p = sub.add_parser("clonevm", help="clone a VM (full, or linked to a snapshot)")
+    p = sub.add_parser("clonevm", help="clone a VM (full, with its snapshots, or linked to "
+                                       "a snapshot)")
     p.add_argument("vm")
     p.add_argument("--name")
     p.add_argument("--basefolder")
     p.add_argument("--snapshot")
-    p.add_argument("--mode", default="machine", help="machine (the only mode supported)")
+    p.add_argument("--mode", default="machine",
+                   help="machine (one state), machineandchildren (--snapshot, default the "
+                        "current one, and the snapshots below it) or all (every snapshot)")
     p.add_argument("--options", help="link")
     p.add_argument("--register", action="store_true")
     p.add_argument("-p", "--progress", action="store_true")

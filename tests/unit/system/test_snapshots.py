@@ -412,9 +412,132 @@ def test_full_and_linked_clones(home, tmp_path):
     assert read(home, "linked") == b"mine" and read(home) == b"late"
     with pytest.raises(ConfigError, match="needs --snapshot"):
         snapshots.clone_vm(home, "web", "x", link=True)
-    with pytest.raises(ConfigError, match="only 'machine'"):
-        snapshots.clone_vm(home, "web", "x", mode="all")
+    with pytest.raises(ConfigError, match="one of machine, machineandchildren, all"):
+        snapshots.clone_vm(home, "web", "x", mode="everything")
+    with pytest.raises(ConfigError, match="linked clone hangs on one snapshot"):
+        snapshots.clone_vm(home, "web", "x", mode="all", link=True)
     assert full.name == "full" and linked.name == "linked"
+
+
+def _tree_vm(home, tmp_path):
+    """s1 <- s2, s1 <- s3 <- current: a tree with a branch, zeroed ranges in a
+    differencing image, and a second disk that is write-through."""
+    new_vm(home, disks=[make_disk(tmp_path), make_disk(tmp_path, "wt.vdi")],
+           types=[None, "writethrough"])
+    write(home, b"AAAA" * 1024)
+    write(home, b"wt-1", port=1)
+    snapshots.take(home, "web", "s1")
+    write(home, b"BBBB")
+    with home.locked(), home.media.open_chain(current(home), writable=True) as c:
+        c.write_zeroes(2048, 2048)          # hides s1's data in this layer
+    snapshots.take(home, "web", "s2")
+    write(home, b"CCCC")
+    snapshots.restore(home, "web", "s1")
+    write(home, b"DDDD")
+    snapshots.take(home, "web", "s3")
+    write(home, b"EEEE")
+
+
+def _states(home, name, snaps, n=4096):
+    out = {"current": read(home, name, n=n)}
+    for s in snaps:
+        out[s] = read_snapshot(home, s, name, n=n)
+    return out
+
+
+def _tree_shape(home, name):
+    with home.locked():
+        vm = home.find_vm(name)
+        by_uuid = {s.uuid: s.name for s in vm.snapshots}
+        current_name = by_uuid.get(vm.current_snapshot)
+        return sorted((s.name, by_uuid.get(s.parent)) for s in vm.snapshots), current_name
+
+
+def test_clone_all_keeps_the_tree_and_every_state(home, tmp_path):
+    _tree_vm(home, tmp_path)
+    before = _states(home, "web", ["s1", "s2", "s3"])
+    assert before["s2"][:4] == b"BBBB" and before["s2"][2048:4096] == bytes(2048)
+    assert before["s1"][2048:2052] == b"AAAA" and before["current"][:4] == b"EEEE"
+    clone = snapshots.clone_vm(home, "web", "twin", mode="all")
+    assert _tree_shape(home, "twin") == _tree_shape(home, "web") == \
+        ([("s1", None), ("s2", "s1"), ("s3", "s1")], "s3")
+    assert _states(home, "twin", ["s1", "s2", "s3"]) == before
+    assert read(home, "twin", port=1) == b"wt-1"
+    with home.locked():
+        reg = home.media
+        vm = home.find_vm("twin")
+        src = home.find_vm("web")
+        mine = {a.medium for _w, cfg in vm.configs() for a in cfg.attachments if a.medium}
+        theirs = {a.medium for _w, cfg in src.configs() for a in cfg.attachments if a.medium}
+        assert not mine & theirs                               # nothing shared
+        frozen = {s.name: s.config.attachment_at("SATA", 0, 0).medium for s in vm.snapshots}
+        # The clone's images form the same tree: s2's and s3's images hang on s1's.
+        assert reg.get(frozen["s1"]).parent is None
+        assert reg.get(frozen["s2"]).parent == frozen["s1"]
+        assert reg.get(frozen["s3"]).parent == frozen["s1"]
+        assert reg.get(vm.config.attachment_at("SATA", 0, 0).medium).parent == frozen["s3"]
+        wt = vm.config.attachment_at("SATA", 1, 0).medium
+        assert reg.get(wt).type == "writethrough" and reg.get(wt).parent is None
+        assert all(os.path.dirname(reg.get(m).location).startswith(vm.folder) for m in mine)
+    # The clone lives on its own: restore and delete there, the source keeps its states.
+    snapshots.restore(home, "twin", "s2")
+    assert read(home, "twin") == b"BBBB"
+    snapshots.delete(home, "twin", "s1")
+    assert read_snapshot(home, "s2", "twin", n=4096) == before["s2"]
+    assert _states(home, "web", ["s1", "s2", "s3"]) == before
+    assert clone.name == "twin"
+
+
+def test_clone_machine_and_children(home, tmp_path):
+    _tree_vm(home, tmp_path)
+    before = _states(home, "web", ["s1", "s2", "s3"])
+    # From the current snapshot (s3): s3 alone, and the current state below it.
+    snapshots.clone_vm(home, "web", "cur", mode="machineandchildren")
+    assert _tree_shape(home, "cur") == ([("s3", None)], "s3")
+    assert _states(home, "cur", ["s3"]) == {k: before[k] for k in ("current", "s3")}
+    # From s2, a branch the current state is not on: the clone's current
+    # state is s2's, in a differencing image of its own.
+    snapshots.clone_vm(home, "web", "branch", snapshot="s2", mode="machineandchildren")
+    assert _tree_shape(home, "branch") == ([("s2", None)], "s2")
+    assert read(home, "branch", n=4096) == before["s2"]
+    write(home, b"XXXX", "branch")
+    assert read_snapshot(home, "s2", "branch") == b"BBBB"
+    with home.locked():
+        reg = home.media
+        vm = home.find_vm("branch")
+        frozen = vm.snapshot("s2").config.attachment_at("SATA", 0, 0).medium
+        assert reg.get(frozen).parent is None                  # flattened: s1 not cloned
+        assert reg.get(vm.config.attachment_at("SATA", 0, 0).medium).parent == frozen
+    # From s1: the whole tree.
+    snapshots.clone_vm(home, "web", "root", snapshot="s1", mode="machineandchildren")
+    assert _tree_shape(home, "root") == _tree_shape(home, "web")
+    assert _states(home, "root", ["s1", "s2", "s3"]) == before
+    new_vm(home, "plain", disks=[make_disk(tmp_path, "p.vdi")])
+    with pytest.raises(ConfigError, match="has no snapshots"):
+        snapshots.clone_vm(home, "plain", "x", mode="machineandchildren")
+
+
+def test_clone_all_failing_half_way_leaves_nothing(home, tmp_path, monkeypatch):
+    _tree_vm(home, tmp_path)
+    with home.locked():
+        media_before = set(home.media.media)
+    calls = []
+
+    def copy_fails_on_the_second_layer(src, dest, progress=None):
+        calls.append(src.path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_copy(src, dest, progress)
+    real_copy = snapshots.copy_layer
+    monkeypatch.setattr(snapshots, "copy_layer", copy_fails_on_the_second_layer)
+    with pytest.raises(OSError):
+        snapshots.clone_vm(home, "web", "twin", mode="all")
+    with home.locked():
+        assert set(home.media.media) == media_before
+        assert [e.name for e in home.entries()] == ["web"]
+    folder = os.path.join(home.path, "machines", "twin")
+    leftovers = [f for _d, _s, files in os.walk(folder) for f in files]
+    assert leftovers == []
 
 
 def test_snapshot_records_are_in_the_vm_file(home, tmp_path):

@@ -212,6 +212,11 @@ def test_clonevm(home, capsys):
        "--register")
     assert _read("copy") == b"data" and _read("linked") == b"data"
     assert ok(capsys, "list", "vms").count("\n") == 3
+    ok(capsys, "clonevm", "web", "--name", "tree", "--mode", "all", "--register")
+    assert "Name: s (UUID:" in ok(capsys, "snapshot", "tree", "list")
+    assert _read("tree") == b"data"
+    code, _, err = run(capsys, "clonevm", "web", "--name", "bad", "--mode", "everything")
+    assert code == 2 and "one of machine, machineandchildren, all" in err
 
 
 def test_createmedium_and_friends(home, tmp_path, capsys):
