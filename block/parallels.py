@@ -34,7 +34,9 @@ What drivebay writes, and why:
   which is true of drivebay, and is what QEMU writes on close.  A read-write
   open of an image still marked in use is refused (it was not closed
   correctly, as qemu-img says), except by ``check`` (``for_check``), whose
-  repair clears the marker.
+  repair clears the marker.  ``check`` reports the marker as a leak (exit
+  3), not as corruption as qemu-img 7.2 does: with the write order below,
+  a writer killed at any point leaves at most unused clusters.
 * A new cluster goes at the end of the data area: its data is written, then
   its BAT entry.  A process dying in between leaves an unreferenced cluster
   at the end of the file (a leak ``check`` repairs), never an entry pointing
@@ -220,6 +222,7 @@ class ParallelsState:
     header_notes: list = field(default_factory=list)  # header faults that do not stop reads
     in_use_at_open: int = 0              # the in_use field as found
     unclean: bool = False                # in_use said "open" (or an unknown value) at open
+    unclean_note: str | None = None      # in_use said "open": reported by check as a leak
     marked: bool = False                 # this open wrote IN_USE_OPEN
 
     @property
@@ -325,13 +328,25 @@ def survey(st, file_size):
                      max(start, reach), leaks)
 
 
+def unclean_note(hdr):
+    """What ``check`` says of an image left marked open read-write, or None.
+
+    drivebay writes a new cluster's data before its BAT entry and moves
+    nothing in place, so a writer that died with the image open left at most
+    unused clusters at the end of the file: a leak (exit 3), not corruption.
+    (qemu-img 7.2 counts the marker as an error; both refuse a read-write
+    open until a repair clears it.)"""
+    if hdr.in_use != IN_USE_OPEN:
+        return None
+    return (f"image was not closed correctly (header field in_use is {IN_USE_OPEN:#010x}, "
+            f"\"opened in R/W mode\"): an interrupted allocation leaves at most unused "
+            f"clusters at the end of the file")
+
+
 def header_notes(hdr):
-    """Header faults that leave the data readable: reported by ``check``."""
+    """Header faults that leave the data readable: errors ``check`` reports."""
     notes = []
-    if hdr.in_use == IN_USE_OPEN:
-        notes.append(f"image was not closed correctly (header field in_use is "
-                     f"{IN_USE_OPEN:#010x}, \"opened in R/W mode\")")
-    elif hdr.in_use not in IN_USE_VALUES:
+    if hdr.in_use not in IN_USE_VALUES:
         notes.append(f"header field in_use is {hdr.in_use:#010x}; expected 0, "
                      f"{IN_USE_CLOSED:#010x} (closed) or {IN_USE_OPEN:#010x} (open)")
     if hdr.magic == MAGIC_V2 and hdr.nb_sectors > V2_SECTORS_MAX:
@@ -548,6 +563,7 @@ class ParallelsDriver(BlockDriver):
         st.problems = found.problems
         st.data_end = found.data_end
         st.header_notes = header_notes(hdr)
+        st.unclean_note = unclean_note(hdr)
         st.in_use_at_open = hdr.in_use
         st.unclean = hdr.in_use not in (IN_USE_OLD, IN_USE_CLOSED)
         self.state = st
@@ -569,7 +585,8 @@ class ParallelsDriver(BlockDriver):
                 f"{self.path}: header field flags has bit 0 (Empty Image) set: the image reads "
                 f"as zeros and drivebay opens it read-only")
         if st.unclean and not self.for_check:
-            raise CorruptImageError(f"{self.path}: {st.header_notes[0]}; it cannot be opened "
+            note = (st.unclean_note or st.header_notes[0]).split(":")[0]
+            raise CorruptImageError(f"{self.path}: {note}; it cannot be opened "
                                     f"read/write until 'drivebay img check -r all' repairs it")
         hdr.in_use = IN_USE_OPEN
         write_header(self.file, st)
@@ -769,6 +786,8 @@ class ParallelsDriver(BlockDriver):
                              allocated_blocks=count_allocated(st.bat, BAT_FREE, BAT_FREE))
         report.errors.extend(found.problems)
         report.errors.extend(st.header_notes)
+        if st.unclean_note:
+            report.leaks.append(st.unclean_note)
         if not hdr.ext_off:
             for a, z in found.leaks:
                 report.leaks.append(f"bytes {a}..{z} of the file belong to no cluster")
@@ -791,7 +810,7 @@ class ParallelsDriver(BlockDriver):
             move_clusters(f, st, found.shared)
             report.repaired.append(f"gave {len(found.shared)} clusters sharing file space a "
                                    f"copy of their data of their own")
-        if st.header_notes:
+        if st.header_notes or st.unclean_note:
             hdr.nb_sectors = disk_sectors(hdr)
             hdr.in_use = IN_USE_OPEN             # this open's marker; close writes 0
             write_header(f, st)
@@ -799,7 +818,7 @@ class ParallelsDriver(BlockDriver):
         moved = pack_clusters(f, st)
         report.repaired.append(f"moved {moved} clusters into unused space and truncated the "
                                f"file at {st.data_end}")
-        st.problems, st.header_notes, st.unclean = [], [], False
+        st.problems, st.header_notes, st.unclean, st.unclean_note = [], [], False, None
         report.errors, report.leaks = [], []
         return report
 
@@ -822,6 +841,8 @@ class ParallelsDriver(BlockDriver):
             "flags": hdr.flags,
             "ext_off": hdr.ext_off,
         }
-        if st.problems or st.header_notes:
-            out["problems"] = list(st.problems) + list(st.header_notes)
+        notes = list(st.problems) + list(st.header_notes) + \
+            ([st.unclean_note] if st.unclean_note else [])
+        if notes:
+            out["problems"] = notes
         return out

@@ -14,8 +14,11 @@ Rules this driver keeps, and why:
   when the redundant GD is used), as VMware and QEMU do: QEMU cannot add a
   GT to an image.  New grains are appended at the end of the file: data
   first, then the GT entry (primary, then redundant), so a crash leaves at
-  worst an unreferenced grain (a leak check reports), never an entry
-  pointing at unwritten data.  flush() is the only barrier.
+  worst an unreferenced grain or a redundant entry lagging the primary
+  (leaks ``check`` reports and repair removes), never an entry pointing at
+  unwritten data.  A GT added later (after a resize, or in an image made
+  without all its GTs) is written before the redundant GD entry, and that
+  before the GD entry.  flush() is the only barrier.
 * A zero write in a differencing disk never sets an entry to 0 ("ask the
   parent"; VirtualBox 7.2 lost data that way): it sets the zeroed-grain
   entry when the image has that feature, else allocates a grain that is a
@@ -343,19 +346,22 @@ class SparseExtent:
         return None
 
     def _allocate_gt(self, i):
-        """A new empty GT (and its redundant copy) at the end of the file; the
-        tables are written before the GD entries that point at them."""
+        """A new empty GT (and its redundant copy) at the end of the file.  The
+        tables are written first, then the redundant GD entry, then the GD
+        entry: a crash in between leaves a redundant entry pointing at an empty
+        table the GD does not have, which ``check`` reports as a leak (the
+        other order would leave a primary table without a redundant copy)."""
         size = self.gt_sectors * SECTOR_SIZE
         at = _align(self.file_end, SECTOR_SIZE)
         copies = 2 if self.rgd is not None else 1
         self.file.truncate(at + copies * size)
         self.file.pwrite(at, bytes(copies * size), "VMDK grain table")
         self.file_end = at + copies * size
-        self.gd[i] = at // SECTOR_SIZE
-        self._write_gd_entry(self.hdr.gdOffset, i, self.gd)
         if self.rgd is not None:
             self.rgd[i] = at // SECTOR_SIZE + self.gt_sectors
             self._write_gd_entry(self.hdr.rgdOffset, i, self.rgd)
+        self.gd[i] = at // SECTOR_SIZE
+        self._write_gd_entry(self.hdr.gdOffset, i, self.gd)
         return array.array("I", bytes(4 * self.gtes))
 
     def _write_gd_entry(self, sector, i, gd):
@@ -583,24 +589,24 @@ class SparseExtent:
             regions.append((hdr.gdOffset, self.gd_sectors, "grain directory"))
         if self.rgd is not None:
             regions.append((hdr.rgdOffset, self.gd_sectors, "redundant grain directory"))
-        allocated = 0
+        allocated, lagging = 0, []
         for i in range(self.gdes):
             if self.rgd is not None and bool(self.gd[i]) != bool(self.rgd[i]):
-                hard.append(f"grain directory entry {i} is {self.gd[i]} but the redundant "
-                            f"grain directory's is {self.rgd[i]}")
+                if not self.gd[i] and self._empty_table(self.rgd[i], sectors):
+                    lagging.append(f"redundant grain directory entry {i} points at an empty "
+                                   f"grain table at sector {self.rgd[i]} the grain directory "
+                                   f"does not have (an interrupted table allocation)")
+                    fixes.append(("rgd", i))
+                else:
+                    hard.append(f"grain directory entry {i} is {self.gd[i]} but the redundant "
+                                f"grain directory's is {self.rgd[i]}")
             if not self.gd[i]:
                 continue
             regions.append((self.gd[i], self.gt_sectors, f"grain table {i}"))
             gt = self.gts.get(i) or self._read_gt(self.gd[i], i)
             if self.rgd is not None and self.rgd[i]:
                 regions.append((self.rgd[i], self.gt_sectors, f"redundant grain table {i}"))
-                rgt = self._read_gt(self.rgd[i], i) if \
-                    self.rgd[i] + self.gt_sectors <= sectors else gt
-                if rgt != gt:
-                    j = next(j for j in range(self.gtes) if rgt[j] != gt[j])
-                    soft.append(f"redundant grain table {i} differs from the primary "
-                                f"(entry {j}: {rgt[j]}, primary {gt[j]})")
-                    fixes.append(("rgt", i))
+                self._survey_redundant(i, gt, sectors, soft, lagging, fixes)
             for j, e in enumerate(gt):
                 if e == GTE_ZEROED and not self.zeroed:
                     hard.append(f"grain table {i} entry {j}: {self._entry_problem(e)}")
@@ -630,10 +636,38 @@ class SparseExtent:
         report.errors.extend(errors[:MAX_REPORTED_PROBLEMS])
         if len(errors) > MAX_REPORTED_PROBLEMS:
             report.errors.append(f"... and {len(errors) - MAX_REPORTED_PROBLEMS} more")
+        report.leaks.extend(lagging[:MAX_REPORTED_PROBLEMS])
         report.allocated_blocks += allocated
         report.total_blocks += self.grains
         self._survey_leaks(report, regions, sectors, max(end, floor), leaked, fixes)
         return fixes, len(hard)
+
+    def _behind(self, e):
+        """True for an entry an allocation may still change (unallocated, or zeroed)."""
+        return e == GTE_UNALLOCATED or e == GTE_ZEROED and self.zeroed
+
+    def _empty_table(self, sector, sectors):
+        return sector + self.gt_sectors <= sectors and \
+            not any(self._read_gt(sector, "(redundant)"))
+
+    def _survey_redundant(self, i, gt, sectors, errors, lagging, fixes):
+        """The redundant copy of grain table ``i`` against the primary: entries the
+        redundant copy has not got yet are what a crash between the two entry
+        writes leaves (the primary is written first): a leak; other differences
+        are errors.  Either way repair copies the primary over it."""
+        rgt = self._read_gt(self.rgd[i], i) if self.rgd[i] + self.gt_sectors <= sectors else gt
+        if rgt == gt:
+            return
+        differ = [j for j in range(self.gtes) if rgt[j] != gt[j]]
+        if all(self._behind(rgt[j]) for j in differ):
+            lagging.append(f"redundant grain table {i} lags the primary in {len(differ)} "
+                           f"entries (entry {differ[0]}: {rgt[differ[0]]}, primary "
+                           f"{gt[differ[0]]}): an interrupted grain allocation")
+        else:
+            j = next(j for j in differ if not self._behind(rgt[j]))
+            errors.append(f"redundant grain table {i} differs from the primary "
+                          f"(entry {j}: {rgt[j]}, primary {gt[j]})")
+        fixes.append(("rgt", i))
 
     def _record_sectors(self, e, i, j, errors):
         return self.gs
@@ -654,6 +688,11 @@ class SparseExtent:
                 raw = self.file.pread(self.gd[i] * SECTOR_SIZE, 4 * self.gtes, "grain table")
                 self.file.pwrite(self.rgd[i] * SECTOR_SIZE, raw, "redundant grain table")
                 report.repaired.append(f"copied grain table {i} over its redundant copy")
+            elif fix[0] == "rgd":
+                i = fix[1]
+                self.rgd[i] = 0
+                self._write_gd_entry(self.hdr.rgdOffset, i, self.rgd)
+                report.repaired.append(f"cleared redundant grain directory entry {i}")
             elif fix[0] == "truncate":
                 self.file.truncate(fix[1])
                 self.file_end = fix[1]

@@ -32,6 +32,7 @@ import random
 import shutil
 import signal
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,10 +42,26 @@ MiB = 1 << 20
 DISK_SIZE = 4 * MiB
 VDI_BLOCK = 64 << 10          # small blocks: many allocations and block moves per workload
 VHD_BLOCK = 128 << 10
+VMDK_GRAIN = 16 << 10         # small grains: many grain allocations per workload
+VMDK_NEW_GT_GRAIN = 4 << 10   # 512 entries of 4 KiB: a grain table per 2 MiB, two in the disk
+PARALLELS_CLUSTER = 64 << 10
 OPS_PER_RUN = 40
 MAX_SPAN = 200 << 10
 WRITE_CACHE = 256 << 10
-FORMATS = ("raw", "vdi", "vhd", "vdi-diff", "vhd-diff")
+PARENT = "parent"             # a differencing image's parent: copied to the work folder once
+# vmdk: monolithicSparse (embedded descriptor); vmdk-split: twoGbMaxExtentSparse (descriptor
+# file, extent file); vmdk-gt: a monolithicSparse image whose grain tables are not allocated
+# yet (as after a resize, or from a tool that allocates them lazily): new tables, their
+# redundant copies and directory entries are written during the run.
+FORMATS = ("raw", "vdi", "vhd", "vdi-diff", "vhd-diff", "vmdk", "vmdk-split", "vmdk-gt",
+           "vmdk-diff", "parallels")
+# A Parallels image a writer died with is still marked in use: like qemu-img, drivebay
+# refuses to open it read-write until a repair clears the marker.
+REPAIR_BEFORE_WRITING = ("parallels",)
+# qemu-img check must pass too (after the repair, for those above) where it reads the format
+# as drivebay does; its VDI and VHD checks count what drivebay calls leaks as errors.
+QEMU_FORMATS = {"vmdk": "vmdk", "vmdk-split": "vmdk", "vmdk-gt": "vmdk", "vmdk-diff": "vmdk",
+                "parallels": "parallels"}
 SYSCALLS = ("pwrite", "pwritev", "ftruncate", "posix_fallocate", "fdatasync", "fsync")
 
 # -- workloads -----------------------------------------------------------------------------------
@@ -85,22 +102,54 @@ def op_data(op):
 
 # -- the image under test ---------------------------------------------------------------------
 
-def make_template(folder, fmt):
-    """Create the images a trial starts from; returns (path of the image to
-    write, initial content of the disk)."""
-    from drivebay.block.drivers import open_image
+def _creator(fmt):
+    """``create(path, parent=None)`` for a crash format's images; the file suffix."""
+    from drivebay.block.parallels import ParallelsDriver
     from drivebay.block.raw import RawDriver
     from drivebay.block.vdi import VdiDriver
     from drivebay.block.vhd import VhdDriver
-    base_fmt = fmt.split("-")[0]
-    create = {"raw": lambda p, parent=None: RawDriver.create(p, DISK_SIZE),
-              "vdi": lambda p, parent=None: VdiDriver.create(
-                  p, None if parent else DISK_SIZE, parent=parent, block_size=VDI_BLOCK),
-              "vhd": lambda p, parent=None: VhdDriver.create(
-                  p, None if parent else DISK_SIZE, parent=parent, block_size=VHD_BLOCK)}[base_fmt]
+    from drivebay.block.vmdk import VmdkDriver
+
+    def vmdk(variant, grain):
+        return lambda p, parent=None: VmdkDriver.create(
+            p, None if parent else DISK_SIZE, variant=variant, parent=parent, grain_size=grain)
+    base = fmt.removesuffix("-diff")
+    return {"raw": lambda p, parent=None: RawDriver.create(p, DISK_SIZE),
+            "vdi": lambda p, parent=None: VdiDriver.create(
+                p, None if parent else DISK_SIZE, parent=parent, block_size=VDI_BLOCK),
+            "vhd": lambda p, parent=None: VhdDriver.create(
+                p, None if parent else DISK_SIZE, parent=parent, block_size=VHD_BLOCK),
+            "vmdk": vmdk("dynamic", VMDK_GRAIN),
+            "vmdk-split": vmdk("split2g", VMDK_GRAIN),
+            "vmdk-gt": vmdk("dynamic", VMDK_NEW_GT_GRAIN),
+            "parallels": lambda p, parent=None: ParallelsDriver.create(
+                p, DISK_SIZE, cluster_size=PARALLELS_CLUSTER)}[base], base.split("-")[0]
+
+
+def drop_grain_tables(path):
+    """Clear every grain directory entry (both directories) of a new sparse VMDK:
+    the tables' space stays inside overHead, unused, as in an image whose tables
+    are allocated on first use."""
+    from drivebay.block import vmdk_sparse as vs
+    with open(path, "r+b") as f:
+        hdr = vs.SPARSE_EXTENT_HEADER.unpack(f.read(vs.SPARSE_EXTENT_HEADER.size))
+        gdes = -(-(-(-hdr.capacity // hdr.grainSize)) // hdr.numGTEsPerGT)
+        for sector in (hdr.gdOffset, hdr.rgdOffset):
+            f.seek(sector * 512)
+            f.write(bytes(4 * gdes))
+
+
+def make_template(folder, fmt):
+    """Create the images a trial starts from in ``folder``/template (the image,
+    its extent files, its parent: a VDI finds its parent in its own folder);
+    returns (path of the image to write, initial content of the disk)."""
+    from drivebay.block.drivers import open_image
+    create, suffix = _creator(fmt)
     initial = bytearray(DISK_SIZE)
+    os.makedirs(os.path.join(folder, "template"))
+    template = os.path.join(folder, "template", f"disk.{suffix}")
     if fmt.endswith("-diff"):
-        parent = os.path.join(folder, f"parent.{base_fmt}")
+        parent = os.path.join(folder, "template", f"{PARENT}.{suffix}")
         create(parent)
         rnd = random.Random(99)
         with open_image(parent, writable=True) as im:
@@ -109,10 +158,12 @@ def make_template(folder, fmt):
                 im.write(off, chunk)
                 initial[off:off + VHD_BLOCK] = chunk
         with open_image(parent) as p:
-            create(os.path.join(folder, f"template.{base_fmt}"), parent=p)
+            create(template, parent=p)
     else:
-        create(os.path.join(folder, f"template.{base_fmt}"))
-    return os.path.join(folder, f"template.{base_fmt}"), bytes(initial)
+        create(template)
+    if fmt == "vmdk-gt":
+        drop_grain_tables(template)
+    return template, bytes(initial)
 
 
 # -- the writer (runs in the forked child) ---------------------------------------------------------
@@ -173,18 +224,53 @@ def run_writer(path, ops, host_cache, report_fd, kill_at=0):
     return count[0]
 
 
+def kill_before_write(path, action, target):
+    """Open ``path`` read-write in a forked child and run ``action(image)``;
+    the child is killed (SIGKILL) right before its first write for which
+    ``target(offset, data)`` is true: a chosen kill point, where the random
+    trials only find it now and then.  Returns True when the child was killed,
+    False when ``action`` ended (and the image was closed) first."""
+    pid = os.fork()
+    if pid == 0:                                       # the writer
+        code = 0
+        try:
+            real = os.pwrite
+
+            def pwrite(fd, data, offset):
+                if target(offset, bytes(data)):
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real(fd, data, offset)
+            os.pwrite = pwrite
+            from drivebay.block.drivers import open_image
+            with open_image(path, writable=True) as image:
+                action(image)
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+        return True
+    if not os.WIFEXITED(status) or os.WEXITSTATUS(status):
+        raise RuntimeError(f"the writer failed on its own (status {status:#x})")
+    return False
+
+
 # -- checking ---------------------------------------------------------------------------------------
 
 _parser = []
 
 
-def img_check(path):
-    """``drivebay img check`` (the CLI's own parser and verb, in this process:
-    a process per check would cost more than the trial): (exit code, output)."""
+def img_check(path, repair=False):
+    """``drivebay img check [-r all]`` (the CLI's own parser and verb, in this
+    process: a process per check would cost more than the trial): (exit code,
+    output)."""
     from drivebay.system.cli import build_parser
     if not _parser:
         _parser.append(build_parser())
-    args = _parser[0].parse_args(["img", "check", path])
+    args = _parser[0].parse_args(["img", "check", *(["-r", "all"] if repair else []), path])
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         code = args.func(args)
@@ -282,11 +368,19 @@ class Harness:
 
     def __post_init__(self):
         self.template, self.initial = make_template(self.folder, self.fmt)
-        self.work = self.template.replace("template", "work")
+        self.work = os.path.join(self.folder, "work", os.path.basename(self.template))
+        os.makedirs(os.path.dirname(self.work))
+
+    def _copy_template(self):
+        """The work folder as the template folder is (the parent, never written, once)."""
+        src, dst = os.path.dirname(self.template), os.path.dirname(self.work)
+        for name in os.listdir(src):
+            if not name.startswith(PARENT + ".") or not os.path.exists(os.path.join(dst, name)):
+                shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
 
     def _fork_writer(self, ops, host_cache, kill_at=0, kill_after=None):
         """Run the writer in a child; returns (killed, last reported flush, syscalls)."""
-        shutil.copyfile(self.template, self.work)
+        self._copy_template()
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:                                   # the writer
@@ -348,9 +442,35 @@ class Harness:
             t.problem = f"the image does not open: {e}"
             return t
         t.problem = verify_data(actual, self.initial, ops, t.last_flush)
+        if t.problem is None and self.fmt in REPAIR_BEFORE_WRITING:
+            self._repair(t, actual)
+        if t.problem is None and self.fmt in QEMU_FORMATS:
+            self._qemu_check(t)
         if t.problem is None:
             self._write_after(t, rnd)
         return t
+
+    def _qemu_check(self, t):
+        r = subprocess.run(["qemu-img", "check", "-f", QEMU_FORMATS[self.fmt], self.work],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode not in (0, 3):
+            t.problem = f"qemu-img check: exit {r.returncode}: {(r.stdout + r.stderr).strip()}"
+
+    def _repair(self, t, before):
+        """``img check -r all``, as a user restarting a VM on the image would: the
+        image comes out clean and reads as it did."""
+        from drivebay.block.chain import open_chain
+        code, output = img_check(self.work, repair=True)
+        if code:
+            t.problem = f"img check -r all: exit {code}: {output.strip()}"
+            return
+        code, output = img_check(self.work)
+        if code:
+            t.problem = f"img check after img check -r all: exit {code}: {output.strip()}"
+            return
+        with open_chain(self.work) as chain:
+            if chain.read(0, chain.size) != before:
+                t.problem = "img check -r all changed the data"
 
     def _passes(self, t, code, output, when="after the kill"):
         if code in (0, 3):

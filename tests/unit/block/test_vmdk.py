@@ -833,10 +833,14 @@ def test_redundant_grain_table_mismatch_is_repaired(tmp_path):
     path = create(tmp_path)
     with open_image(path, writable=True) as im:
         im.write(0, pattern(GRAIN))
-    poke(path, 22 * S, struct.pack("<I", 0))                  # the redundant GT forgets grain 0
+    poke(path, 22 * S, struct.pack("<I", 4096))               # the redundant GT: another grain
     with open_image(path) as im:
         report = im.check()
         assert report.exit_code == 2 and "redundant grain table 0" in report.errors[0]
+    poke(path, 22 * S, struct.pack("<I", 0))                  # the redundant GT forgets grain 0
+    with open_image(path) as im:                              # as a crash between the two
+        report = im.check()                                   # entry writes leaves it
+        assert report.exit_code == 3 and "redundant grain table 0 lags" in report.leaks[0]
     with open_image(path, writable=True) as im:
         assert im.check(repair=True).repaired
     with open_image(path) as im:
