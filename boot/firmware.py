@@ -1,8 +1,10 @@
 """Where guest code is found: the programs built from firmware/ and system firmware.
 
 The ELF files built from firmware/ are installed inside the package
-(``drivebay/firmware/NAME.elf``); an editable install maps that folder to the
-build tree, so ``importlib.resources`` finds them either way.
+(``drivebay/firmware/NAME.elf``), and so is drivebay's own BIOS boot stub
+(``drivebay/firmware/bios.bin``, built from firmware/bios/); an editable
+install maps that folder to the build tree, so ``importlib.resources`` finds
+them either way.
 """
 
 import importlib.resources
@@ -31,6 +33,14 @@ def guest_program(name):
 def guest_programs():
     d = firmware_dir()
     return sorted(p.name[:-4] for p in d.iterdir() if p.name.endswith(".elf")) if d.is_dir() else []
+
+
+def stub():
+    """drivebay's own BIOS boot stub, the 128 KiB ROM built from firmware/bios/."""
+    path = firmware_dir() / "bios.bin"
+    if not path.is_file():
+        raise ConfigError(f"drivebay's BIOS boot stub is not built (no bios.bin in {firmware_dir()})")
+    return pathlib.Path(str(path))
 
 
 def seabios():

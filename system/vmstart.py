@@ -6,8 +6,10 @@ disks and makes multiattach differencing images); this module builds the
 PC from that plan, loads the firmware and runs it until the guest powers
 off, the time budget ends or the user presses Ctrl-C.
 
-Firmware: ``seabios`` (Debian's unmodified bios-256k.bin) or a path to a
-BIOS image.  drivebay's own boot stub (``stub``) joins with its issue.
+Firmware: ``stub`` (drivebay's own BIOS boot stub, firmware/bios/, the
+default: it is always built, while SeaBIOS is a Debian package a machine
+may lack), ``seabios`` (Debian's unmodified bios-256k.bin) or a path to a
+BIOS image.  ``--firmware`` overrides the VM's setting for one run.
 """
 
 from drivebay.boot import firmware as firmware_files
@@ -15,15 +17,15 @@ from drivebay.boot.machine import PcMachine
 from drivebay.errors import ConfigError
 from drivebay.system import snapshots
 
-DEFAULT_FIRMWARE = "seabios"
+DEFAULT_FIRMWARE = "stub"
+DEFAULT_BOOT_ORDER = "cad"          # PcMachine's own default: floppy, disk, CD
 
 
 def firmware_path(choice):
-    if choice in (None, "seabios"):
+    if choice in (None, "stub"):
+        return firmware_files.stub()
+    if choice == "seabios":
         return firmware_files.seabios()
-    if choice == "stub":
-        raise ConfigError("drivebay's own BIOS boot stub is not built yet: "
-                          "use --firmware seabios or a BIOS image path")
     return choice
 
 
@@ -32,8 +34,12 @@ def start(home, ref, firmware=None, timeout_s=None, serial_out=None, debugcon_ou
     """Boot the VM ``ref``; returns the CPU's RunResult when the run ends."""
     with snapshots.power_on(home, ref) as session:
         vm = session.vm
+        if firmware is None:
+            firmware = getattr(session, "firmware", None) or getattr(vm.config, "firmware", None) \
+                or DEFAULT_FIRMWARE
+        boot_order = getattr(session, "boot_order", None) or DEFAULT_BOOT_ORDER
         with PcMachine(memory_mb=vm.config.memory_mb, serial_out=serial_out,
-                       debugcon_out=debugcon_out) as machine:
+                       debugcon_out=debugcon_out, boot_order=boot_order) as machine:
             for plan in session.devices:
                 try:
                     machine.add_device(plan.name, **plan.options)

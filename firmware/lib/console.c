@@ -73,6 +73,14 @@ void console_putc(char c)
         outb(DEBUGCON_PORT, (uint8_t)c);
 }
 
+void console_putc_raw(char c)
+{
+    if (have_serial)
+        serial_putc(c);
+    if (have_debugcon)
+        outb(DEBUGCON_PORT, (uint8_t)c);
+}
+
 void console_write(const char *s, size_t n)
 {
     while (n--)

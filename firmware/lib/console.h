@@ -22,6 +22,8 @@ void console_init(void);
 bool console_has_serial(void);
 bool console_has_debugcon(void);
 void console_putc(char c);
+/* The byte as it is, no CR before LF (the BIOS stub's INT 10h teletype). */
+void console_putc_raw(char c);
 void console_write(const char *s, size_t n);
 
 int printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

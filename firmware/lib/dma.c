@@ -41,8 +41,13 @@ void dma_init(void)
         end = 0xFFFFF000ull;         /* stay addressable with 32-bit pointers */
     if (end < start)
         end = start;
-    region_start = next = (uintptr_t)start;
-    region_end = (uintptr_t)end;
+    dma_init_range((uintptr_t)start, (uintptr_t)end);
+}
+
+void dma_init_range(uintptr_t start, uintptr_t end)
+{
+    region_start = next = start;
+    region_end = end;
 }
 
 void *dma_alloc(size_t size, size_t align)

@@ -12,6 +12,8 @@
 
 /* Set up the region from the multiboot information (runtime_init does it). */
 void dma_init(void);
+/* Or from a range the caller chose (the BIOS stub: RAM it keeps out of E820). */
+void dma_init_range(uintptr_t start, uintptr_t end);
 /* `size` zeroed bytes aligned to `align` (a power of two; 0 means 16), or
  * NULL when the region is exhausted.  Nothing is ever freed singly. */
 void *dma_alloc(size_t size, size_t align);

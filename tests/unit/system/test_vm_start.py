@@ -1,5 +1,6 @@
 """``drivebay vm start``: a VM made with VirtualBox's defaults boots its disk
-under unmodified SeaBIOS, through the controllers its VM file names."""
+under its default firmware (drivebay's BIOS boot stub) and under unmodified
+SeaBIOS, through the controllers its VM file names."""
 
 import sys
 
@@ -29,13 +30,15 @@ def write_mbr(disk_path):
         chain.write(512, signature)
 
 
+@pytest.mark.parametrize("firmware", [None, "seabios"])
 @pytest.mark.parametrize("ostype,controller", [("DOS", "ata0-0"), ("Ubuntu_64", "AHCI/0")])
-def test_vm_start_boots_the_vm_disk(home, capsys, ostype, controller):
+def test_vm_start_boots_the_vm_disk(home, capsys, ostype, controller, firmware):
     assert main(["vm", "create", "--name", "box", "--ostype", ostype, "--disk-size", "16"]) == 0
     disk = capsys.readouterr().out.split("Disk: '")[1].split("'")[0]
     write_mbr(disk)
     debug = bytearray()
-    result = vmstart.start(Home(), "box", timeout_s=60, debugcon_out=debug.extend)
+    result = vmstart.start(Home(), "box", firmware=firmware, timeout_s=60,
+                           debugcon_out=debug.extend)
     log = debug.decode("latin-1")
     assert controller in log, log[-2000:]
     assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log[-2000:]
@@ -45,11 +48,17 @@ def test_vm_start_cli_timeout_is_success(home, capsys):
     assert main(["vm", "create", "--name", "idle", "--ostype", "DOS", "--disk-size", "8"]) == 0
     capsys.readouterr()
     # An empty disk: SeaBIOS finds nothing to boot and keeps retrying.
-    assert main(["vm", "start", "idle", "--timeout", "2"]) == 0
+    assert main(["vm", "start", "idle", "--firmware", "seabios", "--timeout", "2"]) == 0
     assert "still running after 2.0 s" in capsys.readouterr().err
 
 
-def test_vm_start_refuses_the_unbuilt_stub(home, capsys):
+def test_vm_start_stub_says_when_nothing_boots(home, capsys):
+    # An empty disk and an empty CD drive: the stub tries both in the VM's
+    # boot order, says why each failed, and halts.
     assert main(["vm", "create", "--name", "s", "--ostype", "DOS", "--disk-size", "8"]) == 0
-    assert main(["vm", "start", "s", "--firmware", "stub"]) == 2
-    assert "boot stub is not built yet" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["vm", "start", "s", "--firmware", "stub", "--timeout", "20"]) != 0
+    out, err = capsys.readouterr()
+    assert "Boot failed: not a bootable disk" in out, out
+    assert out.rstrip().endswith("No bootable device."), out
+    assert "halted" in err

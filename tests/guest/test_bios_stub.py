@@ -1,0 +1,110 @@
+"""drivebay's own BIOS boot stub (firmware/bios/) boots from our controllers:
+an MBR from an IDE disk and from an AHCI port, an El Torito (no emulation)
+image from the IDE CD drive, in the CMOS boot order; with nothing bootable
+it says so on the console and halts.
+
+The boot code is test_seabios_boot's: it reads a known sector through the
+BIOS's INT 13h AH=42h and reports through the exit port, so the same images
+boot under SeaBIOS there and under the stub here.
+"""
+
+import io
+
+import pycdlib
+import pytest
+
+from drivebay.boot.cpu import StopReason
+from drivebay.boot.firmware import stub
+from drivebay.boot.machine import PcMachine
+from test_seabios_boot import GOOD, boot_code, mbr_disk
+
+
+def run_stub(devices, timeout_s=30, boot_order="cad", memory_mb=64):
+    serial = bytearray()
+    with PcMachine(memory_mb=memory_mb, serial_out=serial.extend, boot_order=boot_order) as machine:
+        for name, options in devices:
+            machine.add_device(name, **options)
+        machine.load_bios(stub())
+        result = machine.run(timeout_s=timeout_s)
+    return result, serial.decode("latin-1")
+
+
+def el_torito_iso(path):
+    code = boot_code(16, b"\x01CD001")       # the primary volume descriptor, LBA 16
+    image = code + bytes(2048 - len(code))
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=1)
+    iso.add_fp(io.BytesIO(image), len(image), "/BOOT.IMG;1")
+    iso.add_eltorito("/BOOT.IMG;1", bootcatfile="/BOOT.CAT;1", media_name="noemul",
+                     boot_load_size=4)
+    iso.write(str(path))
+    iso.close()
+    return path
+
+
+def test_the_rom_has_the_pc_layout():
+    rom = stub().read_bytes()
+    assert len(rom) == 128 << 10
+    assert rom[-16] == 0xEA                    # F000:FFF0: a far jump into the F segment
+    assert rom[-15 + 2:-15 + 4] == b"\x00\xf0"
+    assert rom[-11:-3] == b"11/27/26" and rom[-2] == 0xFC     # date, AT model byte
+
+
+def test_stub_boots_an_mbr_from_the_ide_disk(tmp_path):
+    disk = mbr_disk(tmp_path / "disk.img")
+    result, log = run_stub([("piix3-ide", {"drives": {(0, 0): {"type": "hdd", "path": str(disk)}}})])
+    assert "drivebay BIOS boot stub" in log
+    assert "ata0-0: VBOX HARDDISK, ATA, 8192 sectors, drive 80h" in log, log
+    assert "Booting from Hard Disk 0..." in log
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
+
+
+def test_stub_boots_an_mbr_from_an_ahci_port(tmp_path):
+    # Two disks on a 6-port HBA: the first port with a disk is drive 80h.
+    data = tmp_path / "data.img"
+    data.write_bytes(bytes(1 << 20))
+    disk = mbr_disk(tmp_path / "boot.img")
+    result, log = run_stub([("ahci", {"ports": 6, "drives": {
+        2: {"type": "hdd", "path": str(disk)}, 4: {"type": "hdd", "path": str(data)}}})])
+    assert "AHCI/2: VBOX HARDDISK, ATA, 8192 sectors, drive 80h" in log, log
+    assert "AHCI/4: VBOX HARDDISK, ATA, 2048 sectors, drive 81h" in log, log
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
+
+
+def test_stub_boots_el_torito_from_the_ide_cd(tmp_path):
+    iso = el_torito_iso(tmp_path / "boot.iso")
+    result, log = run_stub([("piix3-ide", {"drives": {(1, 0): {"type": "dvddrive", "path": str(iso)}}})])
+    assert "ata1-0: VBOX CD-ROM, ATAPI" in log and "drive e0h" in log, log
+    assert "Booting from DVD/CD..." in log
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
+
+
+@pytest.mark.parametrize("order,first", [("cd", "Hard Disk 0"), ("dc", "DVD/CD")])
+def test_stub_follows_the_cmos_boot_order(tmp_path, order, first):
+    # Both are bootable: the first device of the boot order wins.
+    disk = mbr_disk(tmp_path / "disk.img")
+    iso = el_torito_iso(tmp_path / "boot.iso")
+    result, log = run_stub([("piix3-ide", {"drives": {
+        (0, 0): {"type": "hdd", "path": str(disk)},
+        (1, 0): {"type": "dvddrive", "path": str(iso)}}})], boot_order=order)
+    assert log.count("Booting from") == 1 and f"Booting from {first}..." in log, log
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
+
+
+def test_stub_falls_through_to_the_next_boot_device(tmp_path):
+    # An empty disk first: "not a bootable disk", then the CD boots.
+    empty = tmp_path / "empty.img"
+    empty.write_bytes(bytes(1 << 20))
+    iso = el_torito_iso(tmp_path / "boot.iso")
+    result, log = run_stub([("piix3-ide", {"drives": {
+        (0, 0): {"type": "hdd", "path": str(empty)},
+        (1, 0): {"type": "dvddrive", "path": str(iso)}}})], boot_order="cd")
+    assert log.index("Boot failed: not a bootable disk") < log.index("Booting from DVD/CD..."), log
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
+
+
+def test_stub_without_disks_says_no_bootable_device():
+    result, log = run_stub([])
+    assert log.rstrip().endswith("No bootable device."), log
+    assert result.reason == StopReason.HALTED
+
