@@ -19,8 +19,9 @@ from drivebay.block.convert import convert
 from drivebay.block.driver import State
 from drivebay.block.drivers import driver_for, open_image
 from drivebay.block.media import DEVICE_WORDS, canonical_uuid
+from drivebay.block.vmdk import create_raw_disk
 from drivebay.errors import ConfigError, ImageError, MediaError
-from drivebay.system import ostypes
+from drivebay.system import ostypes, vmdk_esx
 from drivebay.system.img import parse_size
 from drivebay.system.progress import TerminalProgress
 from drivebay.system.vbox_cli import home_of, on_off
@@ -36,17 +37,31 @@ FLOPPY_DEFAULT_SIZE = 1_474_560          # 3.5" 1.44 MB
 MB = 1 << 20
 
 
-def parse_variant(text):
-    """``Standard,Fixed,Split2G,...`` -> (variant for the driver, format it needs or None)."""
+def parse_variant(text, creating=False):
+    """``Standard,Fixed,Split2G,...`` -> (variant for the driver, format it needs or None).
+
+    ``ESX`` and ``RawDisk`` (VMDK descriptors only ``createmedium`` makes:
+    ``creating``) give the variants "esx" and "rawdisk"."""
     words = {w.strip().lower() for w in (text or "").split(",") if w.strip()}
     unknown = words - set(VARIANT_WORDS)
     if unknown:
         raise ConfigError(f"--variant: unknown {', '.join(sorted(unknown))} (Standard, Fixed, "
                           f"Split2G, Stream, ESX, Formatted, RawDisk)")
-    for word in ("esx", "rawdisk"):
-        if word in words:
-            raise ConfigError(f"--variant {word}: not available yet (VMFS and raw-disk VMDK "
-                              f"descriptors are not created by createmedium)")
+    special = words & {"esx", "rawdisk"}
+    if special and not creating:
+        raise ConfigError(f"--variant {text}: ESX and RawDisk VMDKs are made by createmedium "
+                          f"(copies go into Standard, Fixed, Split2G or Stream images)")
+    if "rawdisk" in words:
+        if words != {"rawdisk"}:
+            raise ConfigError("--variant RawDisk combines with no other variant (the disk is "
+                              "the host drive)")
+        return "rawdisk", "vmdk"
+    if "esx" in words:
+        # VirtualBox's ESX images are preallocated: one VMFS extent.
+        if words - {"esx", "fixed", "standard"}:
+            raise ConfigError("--variant ESX is a preallocated VMFS disk: it combines with "
+                              "neither Split2G, Stream nor Formatted")
+        return "esx", "vmdk"
     if "formatted" in words:
         return "formatted", "floppy"
     fixed = "fixed" in words
@@ -135,7 +150,7 @@ def cmd_createmedium(args):
         return _create_dvd(home, args, path)
     if device == "floppy":
         return _create_floppy(home, args, path)
-    variant, needs = parse_variant(args.variant)
+    variant, needs = parse_variant(args.variant, creating=True)
     fmt = _format(args.format, default=needs or "vdi")
     if needs == "floppy":
         raise ConfigError("--variant Formatted is for floppy images")
@@ -143,8 +158,25 @@ def cmd_createmedium(args):
         raise ConfigError(f"--variant {args.variant}: a {needs.upper()} variant, not {fmt.upper()}")
     if not os.path.splitext(path)[1]:
         path += "." + fmt
+    properties = _properties(args.property)
+    if variant == "rawdisk":
+        return _create_raw_disk(home, args, path, properties)
+    if properties:
+        raise ConfigError(f"createmedium: --property {', '.join(properties)}: only RawDisk "
+                          f"takes properties (RawDrive, Partitions)")
     with home.locked():
-        if args.diffparent:
+        if args.diffparent and variant == "esx":
+            raise ConfigError("--variant ESX: a VMFS flat disk has no parent (--diffparent)")
+        if variant == "esx":
+            size = _size(args)
+            if not size:
+                raise ConfigError("createmedium disk: --size (MB) or --sizebyte is required")
+            if os.path.exists(path):
+                raise MediaError(f"Could not create the medium storage unit '{path}': the file "
+                                 f"already exists (VERR_ALREADY_EXISTS)")
+            vmdk_esx.create_esx(path, size)
+            m = home.media.add(path, "hdd", format="vmdk")
+        elif args.diffparent:
             parent = resolve(home, args.diffparent, "hdd")
             m = home.media.create_diff(parent.uuid, path, format=fmt)
         else:
@@ -152,6 +184,53 @@ def cmd_createmedium(args):
             if not size:
                 raise ConfigError("createmedium disk: --size (MB) or --sizebyte is required")
             m = home.media.create_hdd(path, size, format=fmt, variant=variant)
+    print(f"Medium created. UUID: {m.uuid}")
+    return 0
+
+
+def _properties(items):
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--property {item!r}: KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _create_raw_disk(home, args, path, properties):
+    """--variant RawDisk --property RawDrive=DEVICE [--property Partitions=1,5]:
+    a VMDK descriptor giving a guest a host drive, or some of its partitions
+    (VirtualBox 7's replacement for internalcommands createrawvmdk)."""
+    unknown = set(properties) - {"RawDrive", "Partitions"}
+    if unknown:
+        raise ConfigError(f"--variant RawDisk: unknown --property {', '.join(sorted(unknown))} "
+                          f"(RawDrive, Partitions)")
+    drive = properties.get("RawDrive")
+    if not drive:
+        raise ConfigError("--variant RawDisk needs --property RawDrive=DEVICE (a host disk, or "
+                          "a file holding one)")
+    if args.diffparent or _size(args) is not None:
+        raise ConfigError("--variant RawDisk: the disk is the host drive; --size and "
+                          "--diffparent do not apply")
+    partitions = None
+    if "Partitions" in properties:
+        try:
+            partitions = [int(p) for p in properties["Partitions"].split(",") if p.strip()]
+        except ValueError:
+            raise ConfigError(f"--property Partitions={properties['Partitions']}: partition "
+                              f"numbers separated by commas (1,5)") from None
+        if not partitions or min(partitions) < 1:
+            raise ConfigError(f"--property Partitions={properties['Partitions']}: partition "
+                              f"numbers from 1")
+    if not os.path.exists(drive):
+        raise ConfigError(f"--property RawDrive={drive}: no such device or file")
+    with home.locked():
+        if os.path.exists(path):
+            raise MediaError(f"Could not create the medium storage unit '{path}': the file "
+                             f"already exists (VERR_ALREADY_EXISTS)")
+        create_raw_disk(path, drive, partitions)
+        m = home.media.add(path, "hdd", format="vmdk")
     print(f"Medium created. UUID: {m.uuid}")
     return 0
 
@@ -578,7 +657,11 @@ def add_parsers(sub):
     p.add_argument("--sizebyte", type=int, metavar="BYTES")
     p.add_argument("--diffparent", metavar="UUID|FILE")
     p.add_argument("--format", metavar="VDI|VHD|VMDK|RAW")
-    p.add_argument("--variant", metavar="Standard,Fixed,...")
+    p.add_argument("--variant", metavar="Standard,Fixed,...",
+                   help="Standard, Fixed, Split2G, Stream, ESX, RawDisk (disk); Formatted "
+                        "(floppy)")
+    p.add_argument("--property", action="append", metavar="KEY=VALUE",
+                   help="RawDisk: RawDrive=DEVICE and Partitions=N,M")
     p.add_argument("--source", action="append", metavar="[ISO_PATH=]HOST_PATH",
                    help="dvd: a file or folder to put on the disc (repeatable)")
     p.add_argument("--volume-id")

@@ -239,8 +239,8 @@ def test_createmedium_and_friends(home, tmp_path, capsys):
                        "--format", "QCOW2")
     assert code == 2 and "unknown image format 'qcow2'" in err
     code, _, err = run(capsys, "createmedium", "--filename", tmp_path / "x", "--size", 1,
-                       "--variant", "ESX")
-    assert code == 2 and "not available yet" in err
+                       "--variant", "ESX,Split2G")
+    assert code == 2 and "preallocated VMFS disk" in err
     out = ok(capsys, "list", "hdds")
     assert sum(line.startswith("UUID:") for line in out.splitlines()) == 4
     assert f"Parent UUID:    {uuid}" in out
@@ -379,3 +379,88 @@ def test_modifyvm_firmware_boot_order_memory(home, tmp_path, capsys):
     code, _, err = run(capsys, "modifyvm", "web", "--memory", 0)
     assert code == 2 and "memory_mb" in err
     assert (home / "machines" / "web" / "web.vm").read_text() == before
+
+
+def test_createmedium_esx(home, tmp_path, capsys):
+    import subprocess
+    out = ok(capsys, "createmedium", "disk", "--filename", tmp_path / "esx", "--size", 4,
+             "--format", "VMDK", "--variant", "ESX")
+    uuid = out.split("UUID: ")[1].strip()
+    text = (tmp_path / "esx.vmdk").read_text()
+    assert 'createType="vmfs"' in text and 'RW 8192 VMFS "esx-flat.vmdk"\n' in text
+    assert (tmp_path / "esx-flat.vmdk").stat().st_size == 4 * MiB
+    info = json.loads(subprocess.run(
+        ["qemu-img", "info", "--output=json", str(tmp_path / "esx.vmdk")],
+        capture_output=True, text=True, check=True).stdout)
+    assert info["format"] == "vmdk" and info["virtual-size"] == 4 * MiB
+    assert info["format-specific"]["data"]["create-type"] == "vmfs"
+    info = json.loads(ok(capsys, "showmediuminfo", uuid, "--json"))
+    assert info["variant"] == "vmfs" and info["format"] == "vmdk"
+    with open_image(tmp_path / "esx.vmdk", writable=True) as image:
+        image.write(MiB, b"on the datastore")
+    with open(tmp_path / "esx-flat.vmdk", "rb") as f:
+        f.seek(MiB)
+        assert f.read(16) == b"on the datastore"
+    for variant, message in (("ESX,Stream", "preallocated VMFS disk"),
+                             ("ESX", "already exists")):
+        code, _, err = run(capsys, "createmedium", "--filename", tmp_path / "esx.vmdk",
+                           "--size", 1, "--variant", variant)
+        assert code == 2 and message in err, err
+    code, _, err = run(capsys, "createmedium", "--filename", tmp_path / "d.vmdk",
+                       "--diffparent", uuid, "--variant", "ESX")
+    assert code == 2 and "has no parent" in err
+    code, _, err = run(capsys, "clonemedium", uuid, tmp_path / "c.vmdk", "--variant", "ESX")
+    assert code == 2 and "made by createmedium" in err
+
+
+def _host_disk(path):
+    """A 4 MiB disk with an MBR: partition 1 at 2048 (1 MiB), 2 at 4096 (1 MiB)."""
+    data = bytearray(4 * MiB)
+    for i, (first, count) in enumerate(((2048, 2048), (4096, 2048))):
+        entry = bytes([0, 0, 0, 0, 0x83, 0, 0, 0]) + first.to_bytes(4, "little") + \
+            count.to_bytes(4, "little")
+        data[446 + 16 * i:462 + 16 * i] = entry
+        data[first * 512:(first + count) * 512] = bytes([0x11 * (i + 1)]) * (count * 512)
+    data[510:512] = b"\x55\xaa"
+    data[100:104] = b"boot"
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def test_createmedium_rawdisk(home, tmp_path, capsys):
+    disk = _host_disk(tmp_path / "host.img")
+    out = ok(capsys, "createmedium", "disk", "--filename", tmp_path / "full.vmdk", "--format",
+             "VMDK", "--variant", "RawDisk", "--property", f"RawDrive={tmp_path / 'host.img'}")
+    full = out.split("UUID: ")[1].strip()
+    assert 'createType="fullDevice"' in (tmp_path / "full.vmdk").read_text()
+    with home_locked() as h, h.media.open_chain(full) as c:
+        assert c.read(0, c.size) == disk
+    out = ok(capsys, "createmedium", "disk", "--filename", tmp_path / "part.vmdk", "--variant",
+             "RawDisk", "--property", f"RawDrive={tmp_path / 'host.img'}",
+             "--property", "Partitions=2")
+    part = out.split("UUID: ")[1].strip()
+    assert 'createType="partitionedDevice"' in (tmp_path / "part.vmdk").read_text()
+    with home_locked() as h, h.media.open_chain(part) as c:
+        seen = c.read(0, c.size)
+    assert seen[:512] == disk[:512]                            # the private copy of the MBR
+    assert seen[2048 * 512:4096 * 512] == bytes(MiB)           # partition 1 is not given
+    assert seen[4096 * 512:6144 * 512] == disk[4096 * 512:6144 * 512]
+    for extra, message in (([], "needs --property RawDrive"),
+                           (["--property", f"RawDrive={tmp_path / 'none'}"], "no such device"),
+                           (["--property", f"RawDrive={tmp_path / 'host.img'}",
+                             "--property", "Partitions=x"], "partition numbers"),
+                           (["--property", f"RawDrive={tmp_path / 'host.img'}",
+                             "--size", 4], "do not apply"),
+                           (["--property", "Colour=blue"], "unknown --property Colour")):
+        code, _, err = run(capsys, "createmedium", "--filename", tmp_path / "bad.vmdk",
+                           "--variant", "RawDisk", *extra)
+        assert code == 2 and message in err, err
+    code, _, err = run(capsys, "createmedium", "--filename", tmp_path / "x.vdi", "--size", 1,
+                       "--property", "RawDrive=/dev/null")
+    assert code == 2 and "only RawDisk takes properties" in err
+    assert not (tmp_path / "bad.vmdk").exists()
+
+
+def home_locked():
+    from drivebay.system.vm import Home
+    return Home().locked()
