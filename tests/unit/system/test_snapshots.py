@@ -360,6 +360,100 @@ def test_interrupted_delete_leaves_a_usable_vm_and_finishes_later(home, tmp_path
     assert snapshot_files(home) == []
 
 
+def _merge_scenario(home, tmp_path):
+    """A snapshot over 'old!' data, then 3 MiB of new data (three merge steps)
+    and a zeroed range: returns what the current state and the snapshot show."""
+    new_vm(home, disks=[make_disk(tmp_path, size=4 * MiB)])
+    write(home, b"old!" * (MiB // 4))
+    snapshots.take(home, "web", "s")
+    write(home, bytes(range(256)) * (3 * MiB // 256), offset=MiB)
+    with home.locked(), home.media.open_chain(current(home), writable=True) as c:
+        c.write_zeroes(0, 4096)
+    return read(home, n=4 * MiB)
+
+
+def _usable_then_finished(home, want):
+    """After an interrupted deletion: the images check clean (leaks allowed),
+    the current state reads exactly, the VM refuses to start until the
+    deletion is run again, which then finishes with the same content."""
+    with home.locked():
+        vm = home.find_vm("web")
+        assert vm.snapshot("s").deleting
+        base = home.media.chain(vm.config.attachments[0].medium)[-1]
+        with open_image_for_check(base.location) as image:
+            merged = [image.read(at, 256) == want[at:at + 256] for at in (MiB, 3 * MiB)]
+        assert merged == [True, False]               # stopped half way indeed
+        for m in home.media.chain(vm.config.attachments[0].medium):
+            with open_image_for_check(m.location) as image:
+                assert image.check().errors == [], m.location
+    assert read(home, n=4 * MiB) == want
+    with pytest.raises(ConfigError, match="interrupted"):
+        snapshots.power_on(home, "web")
+    snapshots.delete(home, "web", "s")
+    assert read(home, n=4 * MiB) == want
+    assert snapshot_files(home) == []
+    with home.locked():
+        base = home.find_vm("web").config.attachments[0].medium
+        assert home.media.get(base).parent is None
+        with open_image_for_check(home.media.get(base).location) as image:
+            assert image.check().clean
+    with snapshots.power_on(home, "web"):
+        pass
+
+
+def open_image_for_check(path):
+    from drivebay.block.drivers import probe
+    return probe(path).open(path, for_check=True)
+
+
+def test_merge_failing_with_enospc_half_way(home, tmp_path, monkeypatch):
+    """The frozen image's writes fail with ENOSPC (block/faulty.py) after two
+    1 MiB merge steps got through: a real write error inside the merge."""
+    import errno
+    from drivebay.block.faulty import FaultRule, FaultyDriver
+    want = _merge_scenario(home, tmp_path)
+    real_open_chain = merge_mod.open_chain
+    filters = []
+
+    def full_disk(path, writable=False, format=None, resolver=None):
+        chain = real_open_chain(path, writable=writable, format=format, resolver=resolver)
+        if writable:
+            top = FaultyDriver(chain.images[0], [FaultRule(op="write", after=2,
+                                                           error=errno.ENOSPC)])
+            filters.append(top)
+            chain = type(chain)([top] + chain.images[1:])
+        return chain
+    monkeypatch.setattr(merge_mod, "open_chain", full_disk)
+    with pytest.raises(ImageError) as e:
+        snapshots.delete(home, "web", "s")
+    assert e.value.errno == errno.ENOSPC
+    assert [ev[3] for ev in filters[0].events if ev[0] == "write"].count("end") == 2
+    monkeypatch.undo()
+    _usable_then_finished(home, want)
+
+
+def test_merge_killed_half_way(home, tmp_path):
+    """A process killed with SIGKILL in the middle of the merge (after its
+    first 1 MiB step): nothing of it runs after the kill."""
+    import signal
+    import subprocess
+    import sys
+    want = _merge_scenario(home, tmp_path)
+    code = ("import os, signal\n"
+            "from drivebay.system import snapshots\n"
+            "from drivebay.system.vm import Home\n"
+            "steps = []\n"
+            "def progress(done, total):\n"
+            "    steps.append(done)\n"
+            "    if len(steps) == 2:\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "snapshots.delete(Home(), 'web', 's', progress=progress)\n")
+    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    _usable_then_finished(home, want)
+
+
 def test_killed_take_leaves_only_an_unused_file(home, tmp_path, monkeypatch):
     new_vm(home, disks=[make_disk(tmp_path)])
     write(home, b"keep")
