@@ -50,11 +50,17 @@ def cmd_boot(args):
 
 
 def cmd_demo(args):
-    print("drivebay demo: booting the built-in 'hello' guest on the default PC machine",
-          file=sys.stderr)
-    machine = PcMachine(memory_mb=64, serial_out=console.output("stdout"))
-    machine.load_program(firmware.guest_program("hello"))
-    return _run(machine, args.timeout)
+    from drivebay.system import demo, vm as vmmod
+    home = vmmod.Home()
+
+    def run(should_stop):
+        return demo.run(home, firmware=args.firmware, timeout_s=args.timeout, fresh=args.fresh,
+                        serial_out=console.output("stdout"), should_stop=should_stop)
+    print(f"drivebay demo: VM '{demo.VM_NAME}' in {home.path} (SATA port 0: a "
+          f"{demo.DISK_SIZE >> 20} MiB dynamic VDI holding the demo boot program; IDE "
+          f"secondary master: a CD drive with a small ISO); its console follows", file=sys.stderr)
+    vm, disk, result = console.run_interruptible(run)
+    return console.exit_status(result, args.timeout)
 
 
 def cmd_programs(args):
@@ -82,8 +88,11 @@ def build_parser():
     b.add_argument("--debugcon", metavar="DEST", help="0x402 debug console: stdout, stderr, FILE or none")
     b.set_defaults(func=cmd_boot)
 
-    d = sub.add_parser("demo", help="boot the built-in demo guest")
-    d.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS")
+    d = sub.add_parser("demo", help="boot the demo VM: a disk whose boot program reports what it finds")
+    d.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
+    d.add_argument("--firmware", metavar="stub|seabios|PATH",
+                   help="BIOS for this run (default: the demo VM's setting, drivebay's stub)")
+    d.add_argument("--fresh", action="store_true", help="make the demo VM and its disk anew")
     d.set_defaults(func=cmd_demo)
 
     img.add_parser(sub)

@@ -33,9 +33,11 @@ _start:
 
     /* Read sectors 1..__load_sectors to 0000:7E00 with one EDD read.  The
      * disk address packet (dap below) names the buffer, count and LBA. */
+    pushw %dx                   /* the boot drive, kept whatever the BIOS does to DL */
     movw $dap, %si
     movb $0x42, %ah
     int $0x13
+    popw %dx
     jc load_failed
 
     /* .bss is not in the image: zero it. */

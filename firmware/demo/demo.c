@@ -317,7 +317,7 @@ static void report_hard_disks(uint8_t boot_drive)
  * CD/DVD drives have no standard drive numbers; BIOSes that give INT 13h
  * access to them use E0h and up (the El Torito convention).  Show those that
  * answer, and the volume name of a data CD (ISO 9660: the primary volume
- * descriptor in sector 16, "CD001" at byte 1, the volume ID at byte 40).
+ * descriptor in sector 16: type 1, "CD001" at byte 1, the volume ID at byte 40).
  */
 static void report_cd_drives(void)
 {
@@ -336,8 +336,8 @@ static void report_cd_drives(void)
             say("\n");
         else if (!disk_io(0x42, (uint8_t)drive, 16, 1, block, &status))
             say(", no readable medium (status %02Xh)\n", status);
-        else if (memcmp(block + 1, "CD001", 5))
-            say(", sector 16 holds no ISO 9660 volume\n");
+        else if (block[0] != 1 || memcmp(block + 1, "CD001", 5))
+            say(", sector 16 is no ISO 9660 primary volume descriptor\n");
         else {
             char volume[33];
             trimmed(volume, (const char *)block + 40, 32);
