@@ -19,14 +19,6 @@ def test_version():
     assert done.returncode == 0 and done.stdout.strip() == f"drivebay {__version__}"
 
 
-def test_demo_prints_the_pci_devices():
-    done = run("demo")
-    assert done.returncode == 0, done.stderr
-    assert "pci 00:00.0 8086:1237 class 06:00:00 hdr 00" in done.stdout
-    assert "pci 00:01.0 8086:7000 class 06:01:00 hdr 80" in done.stdout
-    assert "not ok" not in done.stdout
-
-
 def test_boot_exits_with_the_guest_status(tmp_path):
     # mov $0x501,%dx; mov $0x2a,%al; out %al,(%dx); cli; hlt
     code = bytes.fromhex("66ba0105" "b02a" "ee" "fa" "f4")
