@@ -10,6 +10,8 @@
 #include "bios.h"
 #include "runtime.h"
 
+uint32_t bios_wait_request;
+
 static void unsupported(struct bregs *r)
 {
     r->ah = 0x86;
@@ -139,6 +141,38 @@ static void block_move(struct bregs *r)
     set_cf(r, false);
 }
 
+/* AH=86h: a wait shorter than a timer tick is a busy wait on PIT channel 2
+ * (lib/timer.c).  A longer one lets the caller's timer ticks go on: the
+ * first call notes how many ticks (40:6Ch) must pass, then entry.S halts
+ * until the next interrupt and calls again until they have. */
+#define TICK_US 54925u                  /* 65536 / 1193182 Hz */
+
+static void wait_us(struct bregs *r, uint32_t us)
+{
+    static bool waiting;
+    static uint32_t start, ticks;
+    if (us < TICK_US) {
+        udelay(us);
+    } else {
+        if (!waiting) {
+            waiting = true;
+            start = bda32(BDA_TICKS);
+            ticks = (us + TICK_US - 1) / TICK_US;
+        }
+        uint32_t now = bda32(BDA_TICKS);
+        /* After midnight the count restarts at 0: count from there. */
+        if (now < start)
+            start = 0;
+        if (now - start < ticks) {
+            bios_wait_request = 1;
+            return;
+        }
+        waiting = false;
+    }
+    r->ah = 0;
+    set_cf(r, false);
+}
+
 void handle_15(struct bregs *r)
 {
     uint32_t kib;
@@ -154,12 +188,9 @@ void handle_15(struct bregs *r)
         r->ah = 0;
         set_cf(r, false);
         return;
-    case 0x86: {                        /* wait CX:DX microseconds */
-        udelay((uint32_t)r->cx << 16 | r->dx);
-        r->ah = 0;
-        set_cf(r, false);
+    case 0x86:                          /* wait CX:DX microseconds */
+        wait_us(r, (uint32_t)r->cx << 16 | r->dx);
         return;
-    }
     case 0x87:
         block_move(r);
         return;
@@ -249,8 +280,6 @@ static int key_peek(bool take)
     }
     return key;
 }
-
-uint32_t bios_wait_request;
 
 void handle_16(struct bregs *r)
 {

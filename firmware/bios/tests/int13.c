@@ -11,7 +11,9 @@
  * Only what both BIOSes must agree on is checked: the data, the EDD table
  * sizes and fields, the CHS arithmetic of the geometry AH=08h reports, and
  * the status codes SeaBIOS and the stub both document (01h for a missing
- * drive, a bad CHS address and an LBA past the end).  Results are TAP
+ * drive, a bad CHS address and an LBA past the end).
+ * Then the other services a boot loader uses: INT 12h, INT 15h E820h,
+ * E801h, 88h and 86h (wait), INT 1Ah (ticks, RTC).  Results are TAP
  * lines printed through INT 10h AH=0Eh, each shorter than 80 characters:
  * SeaBIOS's serial console wraps longer ones like a screen would.
  */
@@ -25,6 +27,7 @@
 #define DISK_SECTORS 16384u             /* 8 MiB */
 #define DATA_LBA 64u
 #define F_CF 0x0001u
+#define PLAN 37
 
 struct regs {
     uint32_t eax, ebx, ecx, edx, esi, edi, flags;
@@ -161,11 +164,100 @@ static struct regs edd_params(uint8_t drive, uint16_t size)
 static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static uint32_t le32(const uint8_t *p) { return le16(p) | (uint32_t)le16(p + 2) << 16; }
 
+/* ---- memory size, memory map, time ------------------------------------------ */
+
+struct e820_entry {
+    uint64_t base, length;
+    uint32_t type;
+} __attribute__((packed));
+
+static uint32_t bcd_ok(uint8_t v, uint8_t limit)
+{
+    return (v & 0xF) <= 9 && (v >> 4) <= 9 && v < limit;
+}
+
+static void other_services(void)
+{
+    struct regs r = {0};
+    BIOS_INT(0x12, &r);
+    unsigned base_kib = r.eax & 0xFFFF;
+    ok(base_kib >= 512 && base_kib <= 640, "INT 12h: 512-640 KiB of base memory", &r);
+
+    /* E820 (ACPI "System Address Map"): walk the map with the continuation
+     * value until it comes back 0. */
+    static struct e820_entry e;
+    uint32_t next = 0;
+    uint64_t usable = 0, usable_high = 0;
+    bool first_ok = false, sane = true;
+    unsigned n = 0;
+    do {
+        memset(&e, 0, sizeof(e));
+        r = (struct regs){.eax = 0xE820, .ebx = next, .ecx = sizeof(e), .edx = 0x534D4150,
+                          .edi = (uint16_t)(uintptr_t)&e};
+        BIOS_INT(0x15, &r);
+        if (CF(&r) || r.eax != 0x534D4150 || r.ecx < 20) {
+            sane = false;
+            break;
+        }
+        if (n == 0)
+            first_ok = e.base == 0 && e.type == 1 && e.length >= (uint64_t)base_kib << 10;
+        if (e.type == 1) {
+            usable += e.length;
+            if (e.base >= 0x100000)
+                usable_high += e.length;
+        }
+        next = r.ebx;
+    } while (next && ++n < 64);
+    ok(sane && n < 64, "INT 15h E820h: the map ends with EBX=0, 'SMAP' each time", &r);
+    ok(first_ok, "E820h: the first entry is usable RAM from 0 over INT 12h's size", NULL);
+    ok(usable_high >= (56u << 20) && usable_high <= (63u << 20),
+       "E820h: 56-63 MiB usable above 1 MiB (64 MiB machine)", NULL);
+
+    r = (struct regs){.eax = 0xE801};
+    BIOS_INT(0x15, &r);
+    uint32_t e801 = (1u << 20) + ((r.ecx & 0xFFFF) << 10) + ((r.edx & 0xFFFF) << 16);
+    say("# E801h: %lu KiB, E820h: %lu KiB usable above 1 MiB\n", (unsigned long)(e801 >> 10),
+        (unsigned long)(usable_high >> 10));
+    ok(!CF(&r) && (r.ecx & 0xFFFF) == 0x3C00 && e801 <= (64u << 20) &&
+       e801 + (1u << 20) >= 0x100000 + usable_high,
+       "INT 15h E801h: 15 MiB, then 64 KiB blocks, about what E820h says", &r);
+
+    r = (struct regs){.eax = 0x8800};
+    BIOS_INT(0x15, &r);
+    ok(!CF(&r) && (r.eax & 0xFFFF) >= 0x3C00, "INT 15h AH=88h: extended memory KiB", &r);
+
+    /* Ticks since midnight (INT 1Ah AH=00h) run at 18.2 Hz: a 330 ms wait
+     * (INT 15h AH=86h) is about 6 of them. */
+    r = (struct regs){.eax = 0x0000};
+    BIOS_INT(0x1A, &r);
+    uint32_t t0 = (r.ecx & 0xFFFF) << 16 | (r.edx & 0xFFFF);
+    r = (struct regs){.eax = 0x8600, .ecx = 330000 >> 16, .edx = 330000 & 0xFFFF};
+    BIOS_INT(0x15, &r);
+    bool waited = !CF(&r);
+    r = (struct regs){.eax = 0x0000};
+    BIOS_INT(0x1A, &r);
+    uint32_t t1 = (r.ecx & 0xFFFF) << 16 | (r.edx & 0xFFFF);
+    say("# ticks %lu -> %lu\n", (unsigned long)t0, (unsigned long)t1);
+    ok(waited && t1 - t0 >= 3 && t1 - t0 <= 12,
+       "INT 15h AH=86h 330 ms: INT 1Ah ticks advance 3-12", &r);
+
+    r = (struct regs){.eax = 0x0200};
+    BIOS_INT(0x1A, &r);
+    uint8_t hh = (r.ecx >> 8) & 0xFF, mm = r.ecx & 0xFF, ss = (r.edx >> 8) & 0xFF;
+    ok(!CF(&r) && bcd_ok(hh, 0x24) && bcd_ok(mm, 0x60) && bcd_ok(ss, 0x60),
+       "INT 1Ah AH=02h: the RTC time in BCD", &r);
+    r = (struct regs){.eax = 0x0400};
+    BIOS_INT(0x1A, &r);
+    uint8_t month = (r.edx >> 8) & 0xFF, day = r.edx & 0xFF;
+    ok(!CF(&r) && ((r.ecx >> 8) & 0xFF) >= 0x19 && bcd_ok(month, 0x13) && month &&
+       bcd_ok(day, 0x32) && day, "INT 1Ah AH=04h: the RTC date in BCD", &r);
+}
+
 int main(uint32_t drive)
 {
     struct regs r;
     say("# INT 13h conformance, booted from drive %02x\n", (unsigned)drive);
-    say("1..28\n");
+    say("1..%u\n", PLAN);
     ok(drive == 0x80, "the BIOS passes the boot drive 80h in DL", NULL);
 
     /* AH=41h: EDD installation check. */
@@ -290,6 +382,7 @@ int main(uint32_t drive)
     int13(&r);
     ok(!CF(&r) && AH(&r) == 0, "AH=01h after a good call: 00h", &r);
 
+    other_services();
     say("# %u of %u failed\n", failures, tests);
-    return failures || tests != 28;
+    return failures || tests != PLAN;
 }
