@@ -40,41 +40,43 @@ def drivebay_demo(home, *args):
 
 
 # What the program sees on drivebay's PC with the demo VM (64 MiB, PIIX4 IDE
-# at 01.1 with the CD, ICH8-M AHCI at 02.0 with the 64 MiB disk), per BIOS.
-DRIVEBAY_PCI = """\
-PCI storage controllers (configuration space, ports CF8h/CFCh):
-  00:01.1 8086:7111 IDE controller, prog-if 80h
-  00:02.0 8086:2829 SATA controller (AHCI), prog-if 01h
-  2 of 4 PCI functions"""
-
-EXPECTED = {
-    "seabios": """\
+# at 01.1 with the CD, ICH8-M AHCI at 02.0 with the 64 MiB disk).  The BIOSes
+# differ in their memory maps and in the EDD 3.0 device paths they give.
+REPORT = """\
 drivebay demo: a boot program reports what it finds
 console: INT 10h (the BIOS sends it to COM1)
 booted from drive 80h
 memory: 639 KiB conventional (INT 12h); E820 map (INT 15h):
+{e820}
+hard disks: 1 (INT 13h AH=08h)
+  80h (boot drive): 64 MiB, 131072 sectors of 512 bytes
+      CHS 129/16/63 (AH=08h), 130032 sectors (AH=15h), EDD 3.0 (AH=41h)
+      {disk_path}
+CD/DVD drives (INT 13h E0h-E3h):
+  E0h: 2048-byte sectors, EDD 3.0, ISO 9660 volume "DRIVEBAY_DEMO"
+      {cd_path}
+PCI storage controllers (configuration space, ports CF8h/CFCh):
+  00:01.1 8086:7111 IDE controller, prog-if 80h
+  00:02.0 8086:2829 SATA controller (AHCI), prog-if 01h
+  2 of 4 PCI functions
+boot count {count} (sector 64 written and read back)
+done: exit status 0 to port 501h"""
+
+BIOS_VIEW = {
+    "seabios": {
+        "e820": """\
   0000000000-000009fbff usable
   000009fc00-000009ffff reserved
   00000f0000-00000fffff reserved
   0000100000-0003ffefff usable
   0003fff000-0003ffffff reserved
   00fffc0000-00ffffffff reserved
-  usable RAM: 65147 KiB
-hard disks: 1 (INT 13h AH=08h)
-  80h (boot drive): 64 MiB, 131072 sectors of 512 bytes
-      CHS 129/16/63 (AH=08h), 130032 sectors (AH=15h), EDD 3.0 (AH=41h)
-      no EDD 3.0 device path (AH=48h filled 26 bytes)
-CD/DVD drives (INT 13h E0h-E3h):
-  E0h: 2048-byte sectors, EDD 3.0, ISO 9660 volume "DRIVEBAY_DEMO"
-      no EDD 3.0 device path (AH=48h filled 30 bytes)
-""" + DRIVEBAY_PCI + """
-boot count {count} (sector 64 written and read back)
-done: exit status 0 to port 501h""",
-    "stub": """\
-drivebay demo: a boot program reports what it finds
-console: INT 10h (the BIOS sends it to COM1)
-booted from drive 80h
-memory: 639 KiB conventional (INT 12h); E820 map (INT 15h):
+  usable RAM: 65147 KiB""",
+        # SeaBIOS fills only the EDD 2.x part (no device path) for AHCI and ATAPI.
+        "disk_path": "no EDD 3.0 device path (AH=48h filled 26 bytes)",
+        "cd_path": "no EDD 3.0 device path (AH=48h filled 30 bytes)"},
+    "stub": {
+        "e820": """\
   0000000000-000009fbff usable
   000009fc00-000009ffff reserved
   00000e0000-00000fffff reserved
@@ -83,18 +85,14 @@ memory: 639 KiB conventional (INT 12h); E820 map (INT 15h):
   00fec00000-00fec00fff reserved
   00fee00000-00fee00fff reserved
   00fffe0000-00ffffffff reserved
-  usable RAM: 64127 KiB
-hard disks: 1 (INT 13h AH=08h)
-  80h (boot drive): 64 MiB, 131072 sectors of 512 bytes
-      CHS 129/16/63 (AH=08h), 130032 sectors (AH=15h), EDD 3.0 (AH=41h)
-      SATA on PCI 00:02.0 channel 0, port 0 (AH=48h)
-CD/DVD drives (INT 13h E0h-E3h):
-  E0h: 2048-byte sectors, EDD 3.0, ISO 9660 volume "DRIVEBAY_DEMO"
-      ATAPI on PCI 00:01.1 channel 1, master (AH=48h)
-""" + DRIVEBAY_PCI + """
-boot count {count} (sector 64 written and read back)
-done: exit status 0 to port 501h""",
+  usable RAM: 64127 KiB""",
+        "disk_path": "SATA on PCI 00:02.0 channel 0, port 0 (AH=48h)",
+        "cd_path": "ATAPI on PCI 00:01.1 channel 1, master (AH=48h)"},
 }
+
+
+def expected(bios, count):
+    return REPORT.format(count=count, **BIOS_VIEW[bios]).splitlines()
 
 
 def firmwares():
@@ -109,12 +107,12 @@ def test_drivebay_demo_reports_and_counts_boots(tmp_path, bios):
     args = [] if bios == "stub" else ["--firmware", bios]     # the stub is the default
     for count in (1, 2):
         lines = drivebay_demo(home, *args)
-        assert lines == EXPECTED[bios].format(count=count).splitlines()
+        assert lines == expected(bios, count)
     disk = home / "machines" / demo.VM_NAME / f"{demo.VM_NAME}.vdi"
     assert demo.boot_count(str(disk)) == 2
     # --fresh: a new VM and disk, so the count starts again.
     lines = drivebay_demo(home, *args, "--fresh")
-    assert lines == EXPECTED[bios].format(count=1).splitlines()
+    assert lines == expected(bios, 1)
 
 
 def qemu_report(raw, iso):
