@@ -10,6 +10,7 @@ works in ``DRIVEBAY_HOME`` (default ``~/.drivebay``).  The medium commands
 system/vbox_media_cli.py.
 """
 
+import argparse
 import sys
 
 from drivebay.errors import ConfigError
@@ -291,7 +292,15 @@ def _set_ids(home, vm, args):
     return medium
 
 
+ISCSI_OPTIONS = ("server", "target", "tport", "lun", "encodedlun", "username", "password",
+                 "passwordfile", "initiator", "intnet")
+
+
 def cmd_storageattach(args):
+    iscsi = [f"--{o}" for o in ISCSI_OPTIONS if getattr(args, o) is not None]
+    if iscsi or (args.medium or "").lower() == "iscsi":
+        raise ConfigError(f"--medium iscsi{' ' + ' '.join(iscsi) if iscsi else ''}: not "
+                          f"available yet (drivebay has no iSCSI initiator yet)")
     home = home_of(args)
     flags = {}
     for name, value in (("passthrough", args.passthrough), ("temp_eject", args.tempeject),
@@ -560,6 +569,8 @@ def add_parsers(sub):
         p.add_argument(f"--{flag}", metavar="on|off")
     p.add_argument("--bandwidthgroup", metavar="NAME|none")
     p.add_argument("--forceunmount", action="store_true")
+    for option in ISCSI_OPTIONS:           # VBoxManage's iSCSI target, refused clearly
+        p.add_argument(f"--{option}", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_storageattach)
 
     p = sub.add_parser("bandwidthctl", help="bandwidth groups: add, set, remove, list")
