@@ -139,14 +139,18 @@ const struct pci_dev *pci_find(uint8_t class_code, uint8_t subclass, int prog_if
 enum disk_kind { DISK_HD, DISK_CD };
 
 struct disk;
-/* What a controller driver provides for each of its drives: transfers of
- * `count` blocks at `lba` to or from a linear buffer below 4 GiB.  They
- * return an INT 13h status (DISK_RET_*).  SCSI, virtio and others join by
- * adding a driver with these two operations. */
+/* What a controller driver provides for each of its drives: one command
+ * moving `count` (at most max_blocks) blocks at `lba` to or from a linear
+ * buffer below 4 GiB, returning an INT 13h status (DISK_RET_*).  disk_io()
+ * splits larger transfers.  SCSI, virtio and others join by adding a
+ * driver with these operations. */
 struct disk_ops {
     const char *name;
-    int (*read)(struct disk *d, uint64_t lba, uint32_t count, void *buf);
-    int (*write)(struct disk *d, uint64_t lba, uint32_t count, const void *buf);
+    uint32_t max_blocks;
+    int (*rw)(struct disk *d, bool write, uint64_t lba, uint32_t count, void *buf);
+    /* CD/DVD drives: one SCSI command with `bytes` of data in; true for
+     * GOOD status (disk_cd.c builds the reads on it). */
+    bool (*packet)(struct disk *d, const uint8_t *cdb, void *buf, uint32_t bytes);
 };
 
 struct disk {
@@ -169,7 +173,12 @@ extern struct disk disks[MAX_DISKS];
 extern unsigned disk_count;
 struct disk *disk_add(void);
 struct disk *disk_by_number(uint8_t number);
+int disk_io(struct disk *d, bool write, uint64_t lba, uint32_t count, void *buf);
 void disk_set_geometry(struct disk *d, const uint16_t *identify);
+void disk_from_identify(struct disk *d, const uint16_t *id, bool atapi, const struct disk_ops *ops,
+                        const char *where);
+int cd_rw(struct disk *d, bool write, uint64_t lba, uint32_t count, void *buf);
+uint64_t cd_capacity(struct disk *d);
 void ide_probe(void);
 void ahci_probe(void);
 void handle_13(struct bregs *r);

@@ -71,7 +71,7 @@ static bool boot_disk(struct bregs *r, struct disk *d)
 {
     printf("Booting from Hard Disk %u...\n", d->number - 0x80);
     uint32_t count = 1;
-    if (d->ops->read(d, 0, count, phys_ptr(MBR_ADDRESS))) {
+    if (disk_io(d, false, 0, count, phys_ptr(MBR_ADDRESS))) {
         printf("Boot failed: could not read the boot disk\n");
         return false;
     }
@@ -88,7 +88,7 @@ static uint8_t cd_buffer[2048] __attribute__((aligned(16)));
 static bool boot_cd(struct bregs *r, struct disk *d)
 {
     printf("Booting from DVD/CD...\n");
-    if (!d->sectors || d->ops->read(d, 17, 1, cd_buffer)) {
+    if (!d->sectors || disk_io(d, false, 17, 1, cd_buffer)) {
         printf("Boot failed: could not read from CDROM\n");
         return false;
     }
@@ -98,7 +98,7 @@ static bool boot_cd(struct bregs *r, struct disk *d)
     }
     uint32_t catalog = cd_buffer[0x47] | cd_buffer[0x48] << 8 | cd_buffer[0x49] << 16 |
                        (uint32_t)cd_buffer[0x4A] << 24;
-    if (d->ops->read(d, catalog, 1, cd_buffer)) {
+    if (disk_io(d, false, catalog, 1, cd_buffer)) {
         printf("Boot failed: could not read the boot catalog\n");
         return false;
     }
@@ -132,7 +132,7 @@ static bool boot_cd(struct bregs *r, struct disk *d)
     /* Read whole CD blocks through the buffer, then copy just the
      * 512-byte sectors the catalog asked for. */
     for (uint32_t i = 0; i < blocks; i++) {
-        if (d->ops->read(d, lba + i, 1, cd_buffer)) {
+        if (disk_io(d, false, lba + i, 1, cd_buffer)) {
             printf("Boot failed: could not read the boot image\n");
             return false;
         }

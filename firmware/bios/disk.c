@@ -23,6 +23,7 @@
  */
 #include "bios.h"
 #include "runtime.h"
+#include "ata.h"
 
 #define EDD_MAX_BLOCKS 127             /* Phoenix EDD 3.0: at most 7Fh blocks a call */
 
@@ -82,6 +83,44 @@ void disk_set_geometry(struct disk *d, const uint16_t *id)
     disk_number(d);
 }
 
+int disk_io(struct disk *d, bool write, uint64_t lba, uint32_t count, void *buf)
+{
+    while (count) {
+        uint32_t n = count > d->ops->max_blocks ? d->ops->max_blocks : count;
+        int status = d->ops->rw(d, write, lba, n, buf);
+        if (status)
+            return status;
+        lba += n;
+        count -= n;
+        buf = (uint8_t *)buf + n * d->block_size;
+    }
+    return DISK_RET_OK;
+}
+
+/* An ATA disk or ATAPI drive on any transport, from its IDENTIFY (PACKET)
+ * DEVICE data: model, size (READ CAPACITY for a CD), geometry, number;
+ * then one console line naming it by `where` ("ata0-1", "AHCI/2"). */
+void disk_from_identify(struct disk *d, const uint16_t *id, bool atapi, const struct disk_ops *ops,
+                        const char *where)
+{
+    ata_id_string(id, ATA_ID_MODEL, 20, d->model);
+    d->ops = ops;
+    if (atapi) {
+        d->kind = DISK_CD;
+        d->block_size = ATAPI_SECTOR_SIZE;
+        d->sectors = cd_capacity(d);
+        disk_set_geometry(d, NULL);
+    } else {
+        d->kind = DISK_HD;
+        d->block_size = ATA_SECTOR_SIZE;
+        d->sectors = (id[ATA_ID_COMMAND_SET_2] & (1u << 10)) ? ata_id_sectors48(id)
+                                                             : ata_id_sectors28(id);
+        disk_set_geometry(d, id);
+    }
+    printf("%s: %s, %s, %llu sectors, drive %02xh\n", where, d->model, atapi ? "ATAPI" : "ATA",
+           (unsigned long long)d->sectors, d->number);
+}
+
 static void disk_ret(struct bregs *r, int status)
 {
     r->ah = (uint8_t)status;
@@ -101,7 +140,7 @@ static int transfer(struct disk *d, bool write, uint64_t lba, uint32_t *count, v
     bool clipped = lba + n > d->sectors;
     if (clipped)
         n = (uint32_t)(d->sectors - lba);
-    int status = write ? d->ops->write(d, lba, n, buf) : d->ops->read(d, lba, n, buf);
+    int status = disk_io(d, write, lba, n, buf);
     if (status) {
         *count = 0;
         return status;

@@ -15,7 +15,6 @@
 #define MAX_PORTS 8                    /* ports with a device, over all HBAs */
 #define BOUNCE_BYTES 0x10000u          /* 64 KiB: 128 disk sectors, 32 CD sectors */
 #define LINK_WAIT_US 10000
-#define ATAPI_RETRIES 3
 
 static struct ahci_hba hbas[MAX_HBAS];
 static struct ahci_port *ports[MAX_PORTS];
@@ -33,80 +32,41 @@ static int ahci_status(struct ahci_port *p, const struct ahci_result *r)
     return DISK_RET_ECONTROLLER;
 }
 
-static int ahci_rw(struct disk *d, uint64_t lba, uint32_t count, void *buf, bool write)
+/* READ/WRITE DMA EXT through the bounce buffer. */
+static int ahci_rw(struct disk *d, bool write, uint64_t lba, uint32_t count, void *buf)
 {
     struct ahci_port *p = d->ctx;
-    while (count) {
-        uint32_t n = count > BOUNCE_BYTES / 512 ? BOUNCE_BYTES / 512 : count;
-        struct ata_cmd cmd = {
-            .command = write ? ATA_CMD_WRITE_DMA_EXT : ATA_CMD_READ_DMA_EXT,
-            .count = (uint16_t)n, .lba = lba, .lba48 = true,
-        };
-        struct ahci_result r;
-        if (write)
-            memcpy(bounce, buf, n * 512);
-        if (!ahci_exec_ata(p, 0, &cmd, bounce, n * 512, write, &r))
-            return ahci_status(p, &r);
-        if (!write)
-            memcpy(buf, bounce, n * 512);
-        lba += n;
-        count -= n;
-        buf = (uint8_t *)buf + n * 512;
-    }
+    struct ata_cmd cmd = {
+        .command = write ? ATA_CMD_WRITE_DMA_EXT : ATA_CMD_READ_DMA_EXT,
+        .count = (uint16_t)count, .lba = lba, .lba48 = true,
+    };
+    struct ahci_result r;
+    if (write)
+        memcpy(bounce, buf, count * 512);
+    if (!ahci_exec_ata(p, 0, &cmd, bounce, count * 512, write, &r))
+        return ahci_status(p, &r);
+    if (!write)
+        memcpy(buf, bounce, count * 512);
     return DISK_RET_OK;
 }
 
-static int sata_read(struct disk *d, uint64_t lba, uint32_t count, void *buf)
+/* One PACKET command with data in, by DMA (disk_cd.c retries and asks for
+ * sense).  A CHECK CONDITION stops the port's command list: restart it. */
+static bool ahci_scsi(struct disk *d, const uint8_t *cdb, void *buf, uint32_t bytes)
 {
-    return ahci_rw(d, lba, count, buf, false);
-}
-
-static int sata_write(struct disk *d, uint64_t lba, uint32_t count, const void *buf)
-{
-    return ahci_rw(d, lba, count, (void *)buf, true);
-}
-
-/* A SCSI command with data in, by DMA, retried past a unit attention. */
-static bool ahci_scsi(struct ahci_port *p, const uint8_t *cdb, void *buf, uint32_t bytes)
-{
-    for (unsigned attempt = 0; attempt < ATAPI_RETRIES; attempt++) {
-        struct ahci_result r;
-        if (ahci_atapi(p, cdb, bounce, bytes, true, 0, &r)) {
-            memcpy(buf, bounce, bytes);
-            return true;
-        }
+    struct ahci_port *p = d->ctx;
+    struct ahci_result r;
+    if (!ahci_atapi(p, cdb, bounce, bytes, true, 0, &r)) {
         ahci_port_recover(p, NULL);
-        uint8_t sense_cdb[ATAPI_CDB_SIZE] = {0x03, 0, 0, 0, 18};     /* REQUEST SENSE */
-        ahci_atapi(p, sense_cdb, bounce, 18, true, 0, &r);
+        return false;
     }
-    return false;
+    memcpy(buf, bounce, bytes);
+    return true;
 }
 
-static int ahci_cd_read(struct disk *d, uint64_t lba, uint32_t count, void *buf)
-{
-    while (count) {
-        uint32_t n = count > BOUNCE_BYTES / ATAPI_SECTOR_SIZE ? BOUNCE_BYTES / ATAPI_SECTOR_SIZE
-                                                              : count;
-        uint8_t cdb[ATAPI_CDB_SIZE] = {0x28};       /* READ(10) */
-        put_be32(cdb + 2, (uint32_t)lba);
-        put_be16(cdb + 7, (uint16_t)n);
-        if (!ahci_scsi(d->ctx, cdb, buf, n * ATAPI_SECTOR_SIZE))
-            return DISK_RET_ENOTFOUND;
-        lba += n;
-        count -= n;
-        buf = (uint8_t *)buf + n * ATAPI_SECTOR_SIZE;
-    }
-    return DISK_RET_OK;
-}
-
-static int ahci_cd_write(struct disk *d, uint64_t lba, uint32_t count, const void *buf)
-{
-    (void)d; (void)lba; (void)count; (void)buf;
-    return DISK_RET_EWRITEPROT;
-}
-
-static const struct disk_ops ahci_disk_ops = {"ahci", sata_read, sata_write};
-static const struct disk_ops ahci_cd_ops = {"ahci-atapi", ahci_cd_read, ahci_cd_write};
+static const struct disk_ops ahci_disk_ops = {"ahci", BOUNCE_BYTES / 512, ahci_rw, NULL};
+static const struct disk_ops ahci_cd_ops = {"ahci-atapi", BOUNCE_BYTES / ATAPI_SECTOR_SIZE,
+                                            cd_rw, ahci_scsi};
 
 static void add_port(struct ahci_hba *hba, struct ahci_port *p)
 {
@@ -125,24 +85,10 @@ static void add_port(struct ahci_hba *hba, struct ahci_port *p)
     d->bdf = hba->pci.bdf;
     d->channel = (uint8_t)p->index;
     d->sata = true;
-    ata_id_string(id, ATA_ID_MODEL, 20, d->model);
-    if (kind == ATA_KIND_ATAPI) {
-        uint8_t cdb[ATAPI_CDB_SIZE] = {0x25}, cap[8];     /* READ CAPACITY(10) */
-        d->kind = DISK_CD;
-        d->ops = &ahci_cd_ops;
-        d->block_size = ATAPI_SECTOR_SIZE;
-        d->sectors = ahci_scsi(p, cdb, cap, sizeof(cap)) ? (uint64_t)be32(cap) + 1 : 0;
-        disk_set_geometry(d, NULL);
-    } else {
-        d->kind = DISK_HD;
-        d->ops = &ahci_disk_ops;
-        d->block_size = 512;
-        d->sectors = (id[ATA_ID_COMMAND_SET_2] & (1u << 10)) ? ata_id_sectors48(id)
-                                                             : ata_id_sectors28(id);
-        disk_set_geometry(d, id);
-    }
-    printf("AHCI/%u: %s, %s, %llu sectors, drive %02xh\n", p->index, d->model,
-           kind == ATA_KIND_ATAPI ? "ATAPI" : "ATA", (unsigned long long)d->sectors, d->number);
+    char where[16];
+    snprintf(where, sizeof(where), "AHCI/%u", p->index);
+    bool atapi = kind == ATA_KIND_ATAPI;
+    disk_from_identify(d, id, atapi, atapi ? &ahci_cd_ops : &ahci_disk_ops, where);
 }
 
 void ahci_probe(void)

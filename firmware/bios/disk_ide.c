@@ -11,7 +11,7 @@
 #include "ata.h"
 
 #define MAX_IDE_CONTROLLERS 2
-#define ATAPI_RETRIES 3                 /* a fresh CD reports UNIT ATTENTION first */
+#define ATAPI_MAX_BLOCKS 32             /* 64 KiB per READ(10) */
 
 struct ide_drive {
     struct ata_channel *ch;
@@ -38,81 +38,35 @@ static int ata_status(const struct ata_result *res)
     return ata_ok(res) ? DISK_RET_OK : DISK_RET_ECONTROLLER;
 }
 
-static int ide_rw(struct disk *d, uint64_t lba, uint32_t count, void *buf, bool write)
+/* READ/WRITE SECTORS, or their EXT forms past LBA28's reach. */
+static int ide_rw(struct disk *d, bool write, uint64_t lba, uint32_t count, void *buf)
 {
     struct ide_drive *drv = d->ctx;
-    while (count) {
-        bool lba48 = lba + count > 0x0FFFFFFF;
-        if (lba48 && !drv->lba48)
-            return DISK_RET_ENOTFOUND;
-        uint32_t n = count > 256 ? 256 : count;
-        struct ata_cmd cmd = {
-            .command = write ? (lba48 ? ATA_CMD_WRITE_SECTORS_EXT : ATA_CMD_WRITE_SECTORS)
-                             : (lba48 ? ATA_CMD_READ_SECTORS_EXT : ATA_CMD_READ_SECTORS),
-            .count = (uint16_t)(n & 0xFF ? n : (lba48 ? n : 0)),
-            .lba = lba, .lba48 = lba48,
-        };
-        struct ata_result res;
-        bool ok = write ? ata_cmd_pio_out(drv->ch, drv->unit, &cmd, buf, n * 512, 512, &res)
-                        : ata_cmd_pio_in(drv->ch, drv->unit, &cmd, buf, n * 512, 512, &res);
-        if (!ok)
-            return ata_status(&res);
-        lba += n;
-        count -= n;
-        buf = (uint8_t *)buf + n * 512;
-    }
-    return DISK_RET_OK;
+    bool lba48 = lba + count > 0x0FFFFFFF;
+    if (lba48 && !drv->lba48)
+        return DISK_RET_ENOTFOUND;
+    struct ata_cmd cmd = {
+        .command = write ? (lba48 ? ATA_CMD_WRITE_SECTORS_EXT : ATA_CMD_WRITE_SECTORS)
+                         : (lba48 ? ATA_CMD_READ_SECTORS_EXT : ATA_CMD_READ_SECTORS),
+        .count = (uint16_t)count,             /* LBA28: 256 is written as 0 */
+        .lba = lba, .lba48 = lba48,
+    };
+    struct ata_result res;
+    bool ok = write ? ata_cmd_pio_out(drv->ch, drv->unit, &cmd, buf, count * 512, 512, &res)
+                    : ata_cmd_pio_in(drv->ch, drv->unit, &cmd, buf, count * 512, 512, &res);
+    return ok ? DISK_RET_OK : ata_status(&res);
 }
 
-static int ide_read(struct disk *d, uint64_t lba, uint32_t count, void *buf)
+/* One PACKET command with data in (disk_cd.c retries and asks for sense). */
+static bool atapi_command(struct disk *d, const uint8_t *cdb, void *buf, uint32_t bytes)
 {
-    return ide_rw(d, lba, count, buf, false);
+    struct ide_drive *drv = d->ctx;
+    struct atapi_result res;
+    return atapi_packet(drv->ch, drv->unit, cdb, buf, bytes, 0xFFFE, &res) && res.bytes == bytes;
 }
 
-static int ide_write(struct disk *d, uint64_t lba, uint32_t count, const void *buf)
-{
-    return ide_rw(d, lba, count, (void *)buf, true);
-}
-
-/* A SCSI command with data in, retried while the drive reports a unit
- * attention (new medium, reset) or is becoming ready. */
-static bool atapi_command(struct ide_drive *drv, const uint8_t *cdb, void *buf, uint32_t bytes)
-{
-    for (unsigned attempt = 0; attempt < ATAPI_RETRIES; attempt++) {
-        struct atapi_result res;
-        if (atapi_packet(drv->ch, drv->unit, cdb, buf, bytes, 0xFFFE, &res) &&
-            res.bytes == bytes)
-            return true;
-        struct atapi_sense sense;
-        atapi_request_sense(drv->ch, drv->unit, &sense);
-    }
-    return false;
-}
-
-static int atapi_read(struct disk *d, uint64_t lba, uint32_t count, void *buf)
-{
-    uint8_t cdb[ATAPI_CDB_SIZE] = {0x28};           /* READ(10) */
-    put_be32(cdb + 2, (uint32_t)lba);
-    put_be16(cdb + 7, (uint16_t)count);
-    return atapi_command(d->ctx, cdb, buf, count * ATAPI_SECTOR_SIZE) ? DISK_RET_OK
-                                                                      : DISK_RET_ENOTFOUND;
-}
-
-static int atapi_write(struct disk *d, uint64_t lba, uint32_t count, const void *buf)
-{
-    (void)d; (void)lba; (void)count; (void)buf;
-    return DISK_RET_EWRITEPROT;
-}
-
-static const struct disk_ops ide_ops = {"ide", ide_read, ide_write};
-static const struct disk_ops atapi_ops = {"atapi", atapi_read, atapi_write};
-
-/* READ CAPACITY(10): the last LBA + 1, or 0 without a medium. */
-static uint64_t atapi_capacity(struct ide_drive *drv)
-{
-    uint8_t cdb[ATAPI_CDB_SIZE] = {0x25}, data[8];
-    return atapi_command(drv, cdb, data, sizeof(data)) ? (uint64_t)be32(data) + 1 : 0;
-}
+static const struct disk_ops ide_ops = {"ide", 256, ide_rw, NULL};
+static const struct disk_ops atapi_ops = {"atapi", ATAPI_MAX_BLOCKS, cd_rw, atapi_command};
 
 static void add_drive(struct ata_controller *c, struct ata_channel *ch, unsigned unit,
                       enum ata_kind kind)
@@ -134,22 +88,10 @@ static void add_drive(struct ata_controller *c, struct ata_channel *ch, unsigned
     d->bdf = c->pci.bdf;
     d->channel = ch->index;
     d->unit = (uint8_t)unit;
-    ata_id_string(id, ATA_ID_MODEL, 20, d->model);
-    if (kind == ATA_KIND_ATAPI) {
-        d->kind = DISK_CD;
-        d->ops = &atapi_ops;
-        d->block_size = ATAPI_SECTOR_SIZE;
-        d->sectors = atapi_capacity(drv);
-        disk_set_geometry(d, NULL);
-    } else {
-        d->kind = DISK_HD;
-        d->ops = &ide_ops;
-        d->block_size = 512;
-        d->sectors = drv->lba48 ? ata_id_sectors48(id) : ata_id_sectors28(id);
-        disk_set_geometry(d, id);
-    }
-    printf("ata%u-%u: %s, %s, %llu sectors, drive %02xh\n", ch->index, unit, d->model,
-           kind == ATA_KIND_ATAPI ? "ATAPI" : "ATA", (unsigned long long)d->sectors, d->number);
+    char where[16];
+    snprintf(where, sizeof(where), "ata%u-%u", ch->index, unit);
+    bool atapi = kind == ATA_KIND_ATAPI;
+    disk_from_identify(d, id, atapi, atapi ? &atapi_ops : &ide_ops, where);
 }
 
 void ide_probe(void)

@@ -108,3 +108,10 @@ def test_stub_without_disks_says_no_bootable_device():
     assert log.rstrip().endswith("No bootable device."), log
     assert result.reason == StopReason.HALTED
 
+
+
+def test_stub_boots_el_torito_from_an_ahci_cd(tmp_path):
+    iso = el_torito_iso(tmp_path / "boot.iso")
+    result, log = run_stub([("ahci", {"ports": 4, "drives": {1: {"type": "dvddrive", "path": str(iso)}}})])
+    assert "AHCI/1: VBOX CD-ROM, ATAPI" in log and "drive e0h" in log, log
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log

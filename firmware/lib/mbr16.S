@@ -1,8 +1,17 @@
 /*
- * The MBR stage of the INT 13h conformance program (int13.c): set up
- * segments and a stack, load the program from LBA 1 with INT 13h AH=42h,
- * clear .bss and call main(boot drive).  main's return value goes to the
- * exit port (0x501: QEMU's isa-debug-exit, drivebay's DebugExit).
+ * An MBR stage for real-mode boot programs written in C (gcc -m16), such
+ * as the BIOS stub's INT 13h conformance program (bios/tests/int13.c).
+ *
+ * The BIOS loads sector 0 to 0000:7C00 and jumps there with the boot drive
+ * in DL.  This stage sets up segments and a stack below 7C00h, loads the
+ * rest of the program from LBA 1 to 0000:7E00 with INT 13h AH=42h (the EDD
+ * extended read), clears .bss and calls main(boot drive) with a 32-bit
+ * call, as gcc -m16 code expects.  main's return value goes to the exit
+ * port (0x501: QEMU's isa-debug-exit, drivebay's DebugExit).
+ *
+ * The program's link script puts this .boot section at 0x7C00 (at most
+ * 446 bytes), the boot signature at 0x7DFE and the program at 0x7E00, and
+ * defines __load_sectors, __bss_start and __bss_end.
  */
 #define EXIT_PORT 0x501
 #define EXIT_FAULT 2
