@@ -13,6 +13,7 @@ import io
 import pycdlib
 import pytest
 
+from asm import assemble
 from drivebay.boot.cpu import StopReason
 from drivebay.boot.firmware import stub
 from drivebay.boot.machine import PcMachine
@@ -115,3 +116,77 @@ def test_stub_boots_el_torito_from_an_ahci_cd(tmp_path):
     result, log = run_stub([("ahci", {"ports": 4, "drives": {1: {"type": "dvddrive", "path": str(iso)}}})])
     assert "AHCI/1: VBOX CD-ROM, ATAPI" in log and "drive e0h" in log, log
     assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
+
+
+def boot_disk_with(tmp_path, source):
+    code = assemble(".code16\n    ljmp $0, $1f\n1:  cli\n    xorw %ax, %ax\n    movw %ax, %ds\n"
+                    "    movw %ax, %ss\n    movw $0x7c00, %sp\n    sti\n" + source, 0x7C00)
+    assert len(code) <= 446
+    disk = bytearray(1 << 20)
+    disk[:len(code)] = code
+    disk[510:512] = b"\x55\xaa"
+    path = tmp_path / "disk.img"
+    path.write_bytes(bytes(disk))
+    return path
+
+
+def test_stub_int18_boots_the_next_device(tmp_path):
+    # The disk's boot sector gives up with INT 18h: the CD is next in line.
+    disk = boot_disk_with(tmp_path, "    int $0x18\n2:  hlt\n    jmp 2b\n")
+    iso = el_torito_iso(tmp_path / "boot.iso")
+    result, log = run_stub([("piix3-ide", {"drives": {
+        (0, 0): {"type": "hdd", "path": str(disk)},
+        (1, 0): {"type": "dvddrive", "path": str(iso)}}})], boot_order="cd")
+    assert log.index("Booting from Hard Disk 0...") < log.index("Booting from DVD/CD..."), log
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
+
+
+def test_stub_teletype_cursor_and_keyboard_from_the_serial_port(tmp_path):
+    # INT 10h: set the cursor to row 5, column 10, write "AB" by teletype,
+    # read the cursor back (column 12).  INT 16h AH=00h then waits for the
+    # keys the host types on COM1: 'x', then Enter (scan code 1Ch).
+    disk = boot_disk_with(tmp_path, f"""
+    movw $0x0200, %ax
+    xorw %bx, %bx
+    movw $0x050A, %dx
+    int $0x10
+    movw $0x0E41, %ax
+    int $0x10
+    movw $0x0E42, %ax
+    int $0x10
+    movw $0x0300, %ax
+    xorw %bx, %bx
+    int $0x10
+    movb $0x11, %bl
+    cmpw $0x050C, %dx
+    jne 9f
+    xorw %ax, %ax
+    int $0x16
+    movb $0x12, %bl
+    cmpb $'x', %al
+    jne 9f
+    xorw %ax, %ax
+    int $0x16
+    movb $0x13, %bl
+    cmpw $0x1C0D, %ax
+    jne 9f
+    movb $0x01, %ah
+    int $0x16
+    movb $0x14, %bl
+    jnz 9f                      /* ZF=1: no key left */
+    movb ${GOOD}, %bl
+9:  movb %bl, %al
+    movw $0x501, %dx
+    outb %al, %dx
+2:  hlt
+    jmp 2b
+""")
+    serial = bytearray()
+    with PcMachine(memory_mb=64, serial_out=serial.extend) as machine:
+        machine.add_device("piix3-ide", drives={(0, 0): {"type": "hdd", "path": str(disk)}})
+        machine.load_bios(stub())
+        result = machine.run(timeout_s=30, should_stop=lambda: serial.endswith(b"AB"))
+        assert result.reason == StopReason.STOPPED, serial
+        machine.uart.feed(b"x\r")
+        result = machine.run(timeout_s=30)
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), serial
