@@ -17,10 +17,19 @@ One trial:
 5. the data must hold every write acknowledged by a completed flush: a byte
    nothing touched after the last reported flush has the value it had then;
    a byte touched since has its old value or one written since (zero for a
-   zero write; zero or unchanged for a discard, before and after).
+   zero write; zero or unchanged for a discard, before and after);
+6. a format that refuses a read-write open after a crash (Parallels: the
+   in_use marker) is repaired with ``drivebay img check -r all``, which must
+   leave it clean and reading the same; ``qemu-img check`` must pass where it
+   reads the format as drivebay does (VMDK, Parallels);
+7. a write to the crashed image (a VM restarted on it) reads back, and the
+   image still passes ``img check``.
+
+``kill_before_write`` kills a writer at one chosen write instead, for the
+kill points the random trials found (test_kill_points.py).
 
 Run it as a script for many trials: ``python tests/crash/crashlib.py --trials
-2000 --formats vdi,vhd``.  The test (test_crash.py) runs DRIVEBAY_CRASH_TRIALS
+2000 --formats vmdk,parallels``.  The test (test_crash.py) runs DRIVEBAY_CRASH_TRIALS
 (default 100) per format, split between host cache on and off.
 """
 
@@ -29,6 +38,7 @@ import contextlib
 import io
 import os
 import random
+import select
 import shutil
 import signal
 import struct
@@ -50,18 +60,20 @@ MAX_SPAN = 200 << 10
 WRITE_CACHE = 256 << 10
 PARENT = "parent"             # a differencing image's parent: copied to the work folder once
 # vmdk: monolithicSparse (embedded descriptor); vmdk-split: twoGbMaxExtentSparse (descriptor
-# file, extent file); vmdk-gt: a monolithicSparse image whose grain tables are not allocated
-# yet (as after a resize, or from a tool that allocates them lazily): new tables, their
-# redundant copies and directory entries are written during the run.
-FORMATS = ("raw", "vdi", "vhd", "vdi-diff", "vhd-diff", "vmdk", "vmdk-split", "vmdk-gt",
-           "vmdk-diff", "parallels")
+# file, extent file); vmdk-diff: a monolithicSparse child (zero grains are holes);
+# vmdk-gt-diff: a child with zeroed-grain entries (version 2) whose grain tables are not
+# allocated yet (as after a resize, or from a tool that allocates them lazily): new tables,
+# their redundant copies and directory entries are written during the run.
+# streamOptimized is not here: see test_kill_points.py.
+FORMATS = ("raw", "vdi", "vhd", "vdi-diff", "vhd-diff", "vmdk", "vmdk-split", "vmdk-diff",
+           "vmdk-gt-diff", "parallels")
 # A Parallels image a writer died with is still marked in use: like qemu-img, drivebay
 # refuses to open it read-write until a repair clears the marker.
 REPAIR_BEFORE_WRITING = ("parallels",)
 # qemu-img check must pass too (after the repair, for those above) where it reads the format
 # as drivebay does; its VDI and VHD checks count what drivebay calls leaks as errors.
-QEMU_FORMATS = {"vmdk": "vmdk", "vmdk-split": "vmdk", "vmdk-gt": "vmdk", "vmdk-diff": "vmdk",
-                "parallels": "parallels"}
+QEMU_FORMATS = {"vmdk": "vmdk", "vmdk-split": "vmdk", "vmdk-diff": "vmdk",
+                "vmdk-gt-diff": "vmdk", "parallels": "parallels"}
 SYSCALLS = ("pwrite", "pwritev", "ftruncate", "posix_fallocate", "fdatasync", "fsync")
 
 # -- workloads -----------------------------------------------------------------------------------
@@ -110,9 +122,10 @@ def _creator(fmt):
     from drivebay.block.vhd import VhdDriver
     from drivebay.block.vmdk import VmdkDriver
 
-    def vmdk(variant, grain):
+    def vmdk(variant, grain, zeroed_grain=False):
         return lambda p, parent=None: VmdkDriver.create(
-            p, None if parent else DISK_SIZE, variant=variant, parent=parent, grain_size=grain)
+            p, None if parent else DISK_SIZE, variant=variant, parent=parent, grain_size=grain,
+            zeroed_grain=zeroed_grain)
     base = fmt.removesuffix("-diff")
     return {"raw": lambda p, parent=None: RawDriver.create(p, DISK_SIZE),
             "vdi": lambda p, parent=None: VdiDriver.create(
@@ -121,7 +134,7 @@ def _creator(fmt):
                 p, None if parent else DISK_SIZE, parent=parent, block_size=VHD_BLOCK),
             "vmdk": vmdk("dynamic", VMDK_GRAIN),
             "vmdk-split": vmdk("split2g", VMDK_GRAIN),
-            "vmdk-gt": vmdk("dynamic", VMDK_NEW_GT_GRAIN),
+            "vmdk-gt": vmdk("dynamic", VMDK_NEW_GT_GRAIN, zeroed_grain=True),
             "parallels": lambda p, parent=None: ParallelsDriver.create(
                 p, DISK_SIZE, cluster_size=PARALLELS_CLUSTER)}[base], base.split("-")[0]
 
@@ -161,7 +174,7 @@ def make_template(folder, fmt):
             create(template, parent=p)
     else:
         create(template)
-    if fmt == "vmdk-gt":
+    if fmt.startswith("vmdk-gt"):
         drop_grain_tables(template)
     return template, bytes(initial)
 
@@ -396,10 +409,16 @@ class Harness:
             finally:
                 os._exit(code)
         os.close(w)
-        if kill_after is not None:
-            time.sleep(kill_after)
-            os.kill(pid, signal.SIGKILL)
         data = b""
+        if kill_after is not None:         # killed after that time, or ended before it
+            deadline = time.monotonic() + kill_after
+            while (left := deadline - time.monotonic()) > 0 and \
+                    select.select([r], [], [], left)[0]:
+                chunk = os.read(r, 4096)
+                if not chunk:
+                    break
+                data += chunk
+            os.kill(pid, signal.SIGKILL)
         while True:
             chunk = os.read(r, 4096)
             if not chunk:
