@@ -8,7 +8,7 @@
 #ifndef DEMO_BIOS_H
 #define DEMO_BIOS_H
 
-/* Offsets of struct bios_regs, for boot.S. */
+/* Offsets of struct bios_regs, for bioscall.S. */
 #define BR_EAX     0
 #define BR_EBX     4
 #define BR_ECX     8

@@ -1,7 +1,7 @@
 /*
  * The demo boot program: what a boot loader can learn about its PC.
  *
- * Runs in real mode from the boot disk (boot.S loaded it), asks the BIOS
+ * Runs in real mode from the boot disk (../lib/mbr16.S loaded it), asks the BIOS
  * about memory and drives, scans PCI configuration space for storage
  * controllers, proves the boot disk is writable by counting boots in one of
  * its sectors, and prints all of it on the BIOS console (INT 10h).  It only
@@ -430,7 +430,7 @@ static bool boot_count(uint8_t drive)
 
 /* ---- main ------------------------------------------------------------------------ */
 
-int demo_main(uint8_t boot_drive)
+int main(uint8_t boot_drive)
 {
     com1_direct = !bios_console_on_com1();
     if (com1_direct)

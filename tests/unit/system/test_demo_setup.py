@@ -44,6 +44,19 @@ def test_the_boot_program_is_an_mbr_and_fits_below_the_counter():
     assert b"drivebay demo: a boot program reports what it finds" in program
 
 
+def test_the_mbr_stage_loads_the_whole_program():
+    # Sector 0 reads the rest with one EDD disk address packet: size 16,
+    # N sectors to 0000:7E00 from LBA 1.  N must cover every byte after sector 0.
+    program = demo.boot_program()
+    mbr = program[:SECTOR]
+    packets = [i for i in range(0, MBR_CODE_LIMIT - 16, 2)
+               if mbr[i:i + 2] == b"\x10\x00" and mbr[i + 4:i + 16] ==
+               b"\x00\x7e\x00\x00" + (1).to_bytes(8, "little")]
+    assert len(packets) == 1
+    count = int.from_bytes(mbr[packets[0] + 2:packets[0] + 4], "little")
+    assert count == -(-(len(program) - SECTOR) // SECTOR)
+
+
 def test_prepare_makes_virtualbox_default_storage(home):
     vm, disk = demo.prepare(home)
     cfg = vm.config
