@@ -227,7 +227,9 @@ static void other_services(void)
     ok(!CF(&r) && (r.eax & 0xFFFF) >= 0x3C00, "INT 15h AH=88h: extended memory KiB", &r);
 
     /* Ticks since midnight (INT 1Ah AH=00h) run at 18.2 Hz: a 330 ms wait
-     * (INT 15h AH=86h) is about 6 of them. */
+     * (INT 15h AH=86h) is 6 of them, 5 seen if the first one was due at
+     * once.  A loaded host may make QEMU deliver late ticks in a burst, and
+     * a BIOS may wait longer than asked: the upper bound is loose. */
     r = (struct regs){.eax = 0x0000};
     BIOS_INT(0x1A, &r);
     uint32_t t0 = (r.ecx & 0xFFFF) << 16 | (r.edx & 0xFFFF);
@@ -238,8 +240,8 @@ static void other_services(void)
     BIOS_INT(0x1A, &r);
     uint32_t t1 = (r.ecx & 0xFFFF) << 16 | (r.edx & 0xFFFF);
     say("# ticks %lu -> %lu\n", (unsigned long)t0, (unsigned long)t1);
-    ok(waited && t1 - t0 >= 3 && t1 - t0 <= 12,
-       "INT 15h AH=86h 330 ms: INT 1Ah ticks advance 3-12", &r);
+    ok(waited && t1 - t0 >= 5 && t1 - t0 <= 40,
+       "INT 15h AH=86h 330 ms: INT 1Ah ticks advance 5-40", &r);
 
     r = (struct regs){.eax = 0x0200};
     BIOS_INT(0x1A, &r);
