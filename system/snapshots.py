@@ -621,12 +621,10 @@ def clone_vm(home, ref, name, basefolder=None, snapshot=None, mode="machine", li
         new = home.create_vm(name, src.ostype, basefolder, register=False,
                              description=src.description)
         new.config = config
-        made = []
-        try:
+        with _clone_being_made(home, new, register) as made:
             needed = sum(home.media.used_bytes(a.medium) for a in config.attachments
                          if a.type == "hdd" and a.medium and not link)
             home.media.check_free_space(new.folder, needed, f"cloning VM '{src.name}'")
-            n = 0
             for a in config.attachments:
                 if a.type != "hdd" or a.medium is None:
                     continue
@@ -639,27 +637,45 @@ def clone_vm(home, ref, name, basefolder=None, snapshot=None, mode="machine", li
                     made.append(d.uuid)
                     a.medium, a.location = d.uuid, d.location
                     continue
-                suffix = "" if n == 0 else f"-disk{n + 1}"
-                path = os.path.join(new.folder, f"{name}{suffix}.vdi")
-                with home.media.open_chain(m.uuid) as chain:
-                    convert(chain, path, "vdi", progress=progress)
-                c = home.media.add(path, "hdd", format="vdi")
-                made.append(c.uuid)
-                if base_type == "writethrough":
-                    home.media.set_type(c.uuid, "writethrough")
+                c = _flat_copy(home, m, new, made, progress)
                 a.medium, a.location = c.uuid, c.location
-                n += 1
-            new.validate()
-            home.media.save()
-        except BaseException:
-            _undo(home, made)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(new.path)
-            raise
-        new.save()
-        if register:
-            home.register(new)
         return new
+
+
+@contextlib.contextmanager
+def _clone_being_made(home, new, register):
+    """Yields the list of media made for the clone ``new`` (its VM file
+    written, not registered); on success the clone is validated, then the
+    registry, the VM file and the registration are written; on failure
+    what was made and the VM file are removed."""
+    made = []
+    try:
+        yield made
+        new.validate()
+        home.media.save()
+    except BaseException:
+        _undo(home, made)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(new.path)
+        raise
+    new.save()
+    if register:
+        home.register(new)
+
+
+def _flat_copy(home, m, new, made, progress):
+    """A base VDI in the clone's folder with what ``m``'s chain shows: the
+    clone's first disk is NAME.vdi, the next NAME-disk2.vdi ...; a
+    write-through disk stays write-through, other types become normal."""
+    n = sum(1 for u in made if home.media.get(u).parent is None)
+    path = os.path.join(new.folder, f"{new.name}{'' if n == 0 else f'-disk{n + 1}'}.vdi")
+    with home.media.open_chain(m.uuid) as chain:
+        convert(chain, path, "vdi", progress=progress)
+    c = home.media.add(path, "hdd", format="vdi")
+    made.append(c.uuid)
+    if home.media.effective_type(m.uuid) == "writethrough":
+        home.media.set_type(c.uuid, "writethrough")
+    return c
 
 
 def _subtree(vm, root_uuid):
@@ -721,8 +737,8 @@ def _clone_tree(home, ref, name, basefolder, snapshot, mode, register, progress)
         order = sorted(wanted.values(), key=lambda m: len(reg.chain(m.uuid)))
         new = home.create_vm(name, src.ostype, basefolder, register=False,
                              description=src.description)
-        made, mapping, n = [], {}, 0
-        try:
+        mapping = {}
+        with _clone_being_made(home, new, register) as made:
             reg.check_free_space(new.folder, sum(reg.used_bytes(u) for u in wanted),
                                  f"cloning VM '{src.name}'")
             for m in order:
@@ -733,17 +749,8 @@ def _clone_tree(home, ref, name, basefolder, snapshot, mode, register, progress)
                             reg.open_chain(d.uuid, writable=True) as dest:
                         copy_layer(layer, dest, progress)
                     mapping[m.uuid] = d.uuid
-                    continue
-                suffix = "" if n == 0 else f"-disk{n + 1}"
-                path = os.path.join(new.folder, f"{name}{suffix}.vdi")
-                with reg.open_chain(m.uuid) as chain:
-                    convert(chain, path, "vdi", progress=progress)
-                c = reg.add(path, "hdd", format="vdi")
-                made.append(c.uuid)
-                if reg.effective_type(m.uuid) == "writethrough":
-                    reg.set_type(c.uuid, "writethrough")
-                mapping[m.uuid] = c.uuid
-                n += 1
+                else:
+                    mapping[m.uuid] = _flat_copy(home, m, new, made, progress).uuid
             for cfg in configs:
                 for a in cfg.attachments:
                     if a.medium in mapping:
@@ -761,16 +768,6 @@ def _clone_tree(home, ref, name, basefolder, snapshot, mode, register, progress)
             new.config = config
             new.snapshots = snaps
             new.current_snapshot = src.current_snapshot if current_inside else root
-            new.validate()
-            reg.save()
-        except BaseException:
-            _undo(home, made)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(new.path)
-            raise
-        new.save()
-        if register:
-            home.register(new)
         return new
 
 
