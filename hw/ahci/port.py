@@ -67,6 +67,7 @@ from drivebay.hw.ata.taskfile import (
 )
 from drivebay.hw.ata.transport import AtaTransport
 from drivebay.hw.dma import DmaError
+from drivebay.layout import Record
 
 QUEUE_DEPTH = 32                 # CAP.NCS + 1 command slots, and so NCQ tags
 ISS = 2                          # CAP.ISS: Gen 2 (3 Gbps), as VirtualBox
@@ -76,6 +77,8 @@ MAX_PRDTL = 0xFFFF               # PRDTL is 16 bits: the walk is bounded by it
 # IDENTIFY words 75-79 (ACS-3 Table 45 "Serial ATA capabilities"/"features").
 SATA_GEN1, SATA_GEN2, SATA_NCQ = 1 << 1, 1 << 2, 1 << 8
 SATA_FEATURE_AN_BIT = 1 << 5     # words 78/79 bit 5: asynchronous notification
+# A D2H Register FIS with only its type set: each FIS posted starts from a copy.
+_D2H_BLANK = F.REG_D2H.defaults(FIS_TYPE=F.FIS_TYPE_REG_D2H)
 
 
 class PortPhase(enum.Enum):
@@ -84,6 +87,10 @@ class PortPhase(enum.Enum):
     COMMAND = "command"          # a command FIS is with the device, not yet ended
     HALTED = "halted"            # a fatal error: nothing fetched until ST is cleared (§6.1.2)
     DRAINING = "draining"        # ST cleared, queued requests still in flight: CR stays set
+
+    # Members are singletons: hash by identity.  Enum's own __hash__ hashes
+    # the name in Python, and these members key dicts and sets on every command.
+    __hash__ = object.__hash__
 
 
 _ALL = frozenset(PortPhase)
@@ -194,7 +201,7 @@ class AhciPort(AtaTransport):
 
     def _enter(self, phase):
         assert phase in TRANSITIONS[self.phase], f"{self.label}: {self.phase} -> {phase}"
-        if phase is not self.phase:
+        if phase is not self.phase and trace.on.dev:
             T.event("ahci_port_phase", port=self.label, old=self.phase.value, new=phase.value)
         self.phase = phase
 
@@ -271,11 +278,12 @@ class AhciPort(AtaTransport):
 
     def _post_d2h(self, irq):
         tf = self.device.taskfile
-        record = F.REG_D2H.defaults(FIS_TYPE=F.FIS_TYPE_REG_D2H, PM_I=F.FLAG_I if irq else 0,
-                                    STATUS=tf.status, ERROR=tf.error, DEVICE=tf.device)
-        for register, cur, prev in F.TASKFILE_FIELDS[1:]:
-            record[cur] = tf.cur[register]
-            record[prev] = tf.prev[register]
+        record = Record(_D2H_BLANK, PM_I=F.FLAG_I if irq else 0, STATUS=tf.status,
+                        ERROR=tf.error, DEVICE=tf.device)
+        cur, prev = tf.cur, tf.prev
+        for register, cur_field, prev_field in F.TASKFILE_FIELDS[1:]:
+            record[cur_field] = cur[register]
+            record[prev_field] = prev[register]
         if self.sig_pending:
             # §3.3.9: PxSIG holds the signature of the first D2H Register FIS
             # after a reset (Count, LBA Low, LBA Mid, LBA High).
@@ -702,7 +710,6 @@ class AhciPort(AtaTransport):
         return self.regs.read(offset, size)
 
     def write(self, offset, size, value):
-        before = {reg: self.regs[reg] for reg in (R.PxCI, R.PxSACT)}
         result = self.regs.write(offset, size, value)
         if result is None:
             return
@@ -712,7 +719,7 @@ class AhciPort(AtaTransport):
         elif reg is R.PxCI or reg is R.PxSACT:
             if not self._cmd(R.CMD_ST):
                 trace.guest_error(self.label, f"{reg.name} <- {written:#x} while PxCMD.ST is clear: dropped")
-                self.regs[reg] = before[reg]
+                self.regs[reg] = old
             elif reg is R.PxCI:
                 self._process()
         elif reg is R.PxSCTL:

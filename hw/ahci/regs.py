@@ -17,6 +17,7 @@ others are in hw/ahci/hba.py's docstring.
 
 import enum
 from dataclasses import dataclass
+from functools import cached_property
 
 
 class Access(enum.Enum):
@@ -37,7 +38,9 @@ class Field:
     access: Access = RO
     values: tuple = ()           # (value, meaning) pairs the spec names
 
-    @property
+    # Masks are derived once (the declarations are frozen): every guest
+    # write applies them.
+    @cached_property
     def mask(self):
         return ((1 << self.width) - 1) << self.lsb
 
@@ -68,15 +71,15 @@ class Register:
                 mask |= f.mask
         return mask
 
-    @property
+    @cached_property
     def wmask(self):
         return self._mask_of(RW)
 
-    @property
+    @cached_property
     def rwcmask(self):
         return self._mask_of(RWC)
 
-    @property
+    @cached_property
     def rw1mask(self):
         return self._mask_of(RW1)
 

@@ -106,6 +106,10 @@ class Phase(enum.Enum):
     STATUS = "status"            # command done, INTRQ raised, status not yet read
     RESET = "reset"              # SRST asserted: BSY
 
+    # Members are singletons: hash by identity.  Enum's own __hash__ hashes
+    # the name in Python, and these members key dicts and sets on every command.
+    __hash__ = object.__hash__
+
 
 # Legal transitions (the owner of the state machine is this module alone).
 _ANY_START = frozenset({Phase.IDLE, Phase.PIO_IN, Phase.PIO_OUT, Phase.PACKET, Phase.DMA,

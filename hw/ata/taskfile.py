@@ -77,6 +77,10 @@ class Register(enum.Enum):
     LBA_HIGH = "LBA_HIGH"
     DEVICE = "DEVICE"
 
+    # Members are singletons: hash by identity.  Enum's own __hash__ hashes
+    # the name in Python, and these members key dicts and sets on every command.
+    __hash__ = object.__hash__
+
 
 # The five registers with a previous content (ATA/ATAPI-6 §7.1 "48-bit Address
 # feature set": Features, Sector Count, LBA Low, LBA Mid, LBA High).
