@@ -173,7 +173,9 @@ class BusMasterDma:
 
     def _memory(self, address, length):
         device = self._device
-        if not device.command & CMD_BUS_MASTER:
+        # COMMAND's low byte, read straight from config space: this runs on
+        # every DMA access, and the bit lives in the byte (CMD_BUS_MASTER = 4).
+        if not device.config.data[COMMAND.offset] & CMD_BUS_MASTER:
             trace.guest_error(device.label, f"DMA {length} bytes at {address:#x} with bus mastering off")
             raise BusMasterDisabledError(device.label, address, length)
         memory = device.bus.memory if device.bus is not None else None
