@@ -19,9 +19,22 @@ tested) read the latest data after every flush; until compacted, a consumer
 reading the markers strictly in sequence would see the older copy first.  Partial
 grain writes are gathered in memory (up to STREAM_PENDING_BYTES) so a
 sequential writer appends each grain once.  The tail metadata is rewritten
-at flush() and close(): a crash between the first write after open and the
-next flush leaves no footer; ``check(repair=True)`` rebuilds the tables
-from the grain markers, which is what they are for.
+at flush() and close().
+
+Crash safety: new grain records, and at flush() the new tables, go where
+the records end: over the tables the file holds ("committed": those of the
+last flush, or found at open).  So before anything reaches them, a copy of
+them is written past the room the records and the next tables can take
+(STREAM_AHEAD_BYTES more at least), and never before the end of the file
+(a copy a killed writer left may end it); that copy ends the file, and its
+footer is the one readers find.  flush() writes the new tables right after
+the last record and truncates the file there, which drops the copy: a
+process killed at any point leaves the tables of the last flush or the new
+ones, and records nothing references, which ``check`` reports as leaks.
+Until that truncation a consumer reading the markers in sequence stops at
+the zeros between the records and the copy.  Should a stream have lost its
+footer all the same (a torn write, another writer), ``check(repair=True)``
+rebuilds the tables from the grain markers, which is what they are for.
 """
 
 import array
@@ -37,12 +50,17 @@ from drivebay.block.vmdk_sparse import (
     MARKER_GT, SPARSE_EXTENT_HEADER, SparseExtent, _align, _merge, _sectors, _table_bytes,
     _write_embedded, new_header)
 from drivebay.errors import CorruptImageError, ImageError
+from drivebay.layout import Record
 
 # -- constants -----------------------------------------------------------------------------
 
 DEFAULT_COMPRESSION_LEVEL = 6            # zlib's default, as QEMU's deflate
 STREAM_PENDING_BYTES = 4 << 20           # partial grains gathered before compressing
 STREAM_CACHE_GRAINS = 16                 # inflated grains kept for reads
+# Room left for grain records before the copy of the committed tables, or as much as the
+# tables take if more: the copy is written again further on when records reach it, so
+# copies cost at most about as much writing as the records do.
+STREAM_AHEAD_BYTES = 1 << 20
 
 
 # -- compressed grains ----------------------------------------------------------------------
@@ -77,6 +95,12 @@ class StreamExtent(SparseExtent):
         self.level = level
         self.data_end = None             # where the next grain record goes (set on first write)
         self.meta_dirty = False
+        # The tables the file holds (see the module docstring): header fields, GD size and
+        # GTs, shared with self.gts until a GT changes; a GT is copied before its first change.
+        self.committed = None
+        self.unshared = set()            # GTs changed since the tables were committed
+        self.live = set()                # GTs with entries: what the next tables' size allows for
+        self.ahead = None                # where the copy of the committed tables starts, if any
 
     def _record(self, e, g=None):
         """(lba, size) of the grain marker at sector ``e``, checked."""
@@ -156,6 +180,37 @@ class StreamExtent(SparseExtent):
             _, size = self._record(last)
             end = max(end, _align(last * SECTOR_SIZE + GRAIN_MARKER.size + size, SECTOR_SIZE))
         self.data_end = end
+        self._committed_now()
+
+    def _committed_now(self):
+        """The tables in memory are those the file holds."""
+        self.committed = (Record(self.hdr), dict(self.gts), self.gdes)
+        self.unshared = set()
+        self.live = {i for i, gt in self.gts.items() if gt is not None and any(gt)}
+        self.ahead = None
+
+    def _tail_bound(self):
+        """Bytes the next tables take at most: a marker and a GT for each GT with
+        entries, the GD marker and GD, the footer marker and footer, end of stream."""
+        return (len(self.live) * (1 + self.gt_sectors) + 1 + _sectors(4 * self.gdes) + 3) * \
+            SECTOR_SIZE
+
+    def _keep_committed_ahead(self, end):
+        """Grain records are about to reach byte ``end``: the committed tables must
+        lie past where the next tables could end; if they do not, a copy of them
+        goes further on, ending the file."""
+        need = end + self._tail_bound()
+        if self.ahead is not None and need <= self.ahead:
+            return
+        hdr, gts, gdes = self.committed
+        # At the end of the file at least: a copy a dead writer left may end it, and
+        # its footer is the one in use until this copy replaces it as the file's end.
+        at = _align(max(need + max(STREAM_AHEAD_BYTES, self._tail_bound()), self.file.size()),
+                    SECTOR_SIZE)
+        tail, _, _ = stream_tail(hdr, gts, gdes, at)
+        self.file.pwrite(at, tail, "VMDK stream tables (the committed ones, past the grains)")
+        self.ahead = at
+        self.file_end = max(self.file_end, at + len(tail))
 
     def write(self, lo, view, below, differencing):
         self._prepare()
@@ -206,6 +261,7 @@ class StreamExtent(SparseExtent):
             _, size = self._record(old)
             if _align(old * SECTOR_SIZE + GRAIN_MARKER.size + size, SECTOR_SIZE) == at:
                 at = old * SECTOR_SIZE
+        self._keep_committed_ahead(at + len(record))
         self.file.pwrite(at, record, "VMDK compressed grain")
         self.data_end = at + len(record)
         self.file_end = max(self.file_end, self.data_end)
@@ -223,6 +279,11 @@ class StreamExtent(SparseExtent):
         gt = self.gts.get(i)
         if gt is None:
             gt = self.gts[i] = array.array("I", bytes(4 * self.gtes))
+        elif i not in self.unshared and self.committed is not None and i in self.committed[1]:
+            self.committed[1][i] = array.array("I", gt)
+        self.unshared.add(i)
+        if e:
+            self.live.add(i)
         gt[j] = e
         self.meta_dirty = True
 
@@ -230,6 +291,9 @@ class StreamExtent(SparseExtent):
         """Compress pending grains, then write GTs, GD, footer and end-of-stream."""
         self.flush_pending()
         if self.meta_dirty:
+            # The new tables go where grain records end: over the committed ones
+            # when no record was written since, so those are copied away first.
+            self._keep_committed_ahead(self.data_end)
             self._installed(*self.write_tail(self.file, self.data_end, self.gts))
 
     def flush_pending(self):
@@ -257,6 +321,7 @@ class StreamExtent(SparseExtent):
         self.hdr.update(footer)
         self.data_end, self.file_end = data_end, file_end
         self.meta_dirty, self.problems = False, []
+        self._committed_now()
 
     # -- check and rewrite -----------------------------------------------------------------
 

@@ -64,16 +64,16 @@ PARENT = "parent"             # a differencing image's parent: copied to the wor
 # vmdk-gt-diff: a child with zeroed-grain entries (version 2) whose grain tables are not
 # allocated yet (as after a resize, or from a tool that allocates them lazily): new tables,
 # their redundant copies and directory entries are written during the run.
-# streamOptimized is not here: see test_kill_points.py.
+# vmdk-stream: streamOptimized (compressed grain records, the tables and footer at the end).
 FORMATS = ("raw", "vdi", "vhd", "vdi-diff", "vhd-diff", "vmdk", "vmdk-split", "vmdk-diff",
-           "vmdk-gt-diff", "parallels")
+           "vmdk-gt-diff", "vmdk-stream", "parallels")
 # A Parallels image a writer died with is still marked in use: like qemu-img, drivebay
 # refuses to open it read-write until a repair clears the marker.
 REPAIR_BEFORE_WRITING = ("parallels",)
 # qemu-img check must pass too (after the repair, for those above) where it reads the format
 # as drivebay does; its VDI and VHD checks count what drivebay calls leaks as errors.
 QEMU_FORMATS = {"vmdk": "vmdk", "vmdk-split": "vmdk", "vmdk-diff": "vmdk",
-                "vmdk-gt-diff": "vmdk", "parallels": "parallels"}
+                "vmdk-gt-diff": "vmdk", "vmdk-stream": "vmdk", "parallels": "parallels"}
 SYSCALLS = ("pwrite", "pwritev", "ftruncate", "posix_fallocate", "fdatasync", "fsync")
 
 # -- workloads -----------------------------------------------------------------------------------
@@ -134,6 +134,7 @@ def _creator(fmt):
                 p, None if parent else DISK_SIZE, parent=parent, block_size=VHD_BLOCK),
             "vmdk": vmdk("dynamic", VMDK_GRAIN),
             "vmdk-split": vmdk("split2g", VMDK_GRAIN),
+            "vmdk-stream": vmdk("stream", VMDK_GRAIN),
             "vmdk-gt": vmdk("dynamic", VMDK_NEW_GT_GRAIN, zeroed_grain=True),
             "parallels": lambda p, parent=None: ParallelsDriver.create(
                 p, DISK_SIZE, cluster_size=PARALLELS_CLUSTER)}[base], base.split("-")[0]
@@ -237,10 +238,11 @@ def run_writer(path, ops, host_cache, report_fd, kill_at=0):
     return count[0]
 
 
-def kill_before_write(path, action, target):
+def kill_before_write(path, action, target, truncate_target=None):
     """Open ``path`` read-write in a forked child and run ``action(image)``;
     the child is killed (SIGKILL) right before its first write for which
-    ``target(offset, data)`` is true: a chosen kill point, where the random
+    ``target(offset, data)`` is true, or its first truncation for which
+    ``truncate_target(size)`` is: a chosen kill point, where the random
     trials only find it now and then.  Returns True when the child was killed,
     False when ``action`` ended (and the image was closed) first."""
     pid = os.fork()
@@ -254,6 +256,14 @@ def kill_before_write(path, action, target):
                     os.kill(os.getpid(), signal.SIGKILL)
                 return real(fd, data, offset)
             os.pwrite = pwrite
+            if truncate_target is not None:
+                real_truncate = os.ftruncate
+
+                def ftruncate(fd, size):
+                    if truncate_target(size):
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    return real_truncate(fd, size)
+                os.ftruncate = ftruncate
             from drivebay.block.drivers import open_image
             with open_image(path, writable=True) as image:
                 action(image)

@@ -5,6 +5,7 @@ deterministically, with the verdict of ``drivebay img check`` and, where it
 reads the format the same way, of ``qemu-img check``.
 """
 
+import os
 import shutil
 import subprocess
 
@@ -141,34 +142,148 @@ def test_parallels_kill_while_open_leaves_only_a_leak(tmp_path):
     assert crashlib.img_check(str(path))[0] == 0
 
 
-def test_vmdk_stream_killed_after_a_flush_keeps_the_flushed_grains_for_repair(tmp_path):
-    """streamOptimized is not crash-safe as the sparse variants are (and is not
-    in crashlib.FORMATS): the first grain written after a flush goes over the
-    old tables and footer, and the new ones are only written at the next
-    flush.  Killed in between, the image has no footer: ``check`` says so
-    (exit 2) and ``check -r all`` rebuilds the tables from the grain markers,
-    flushed grains included."""
+def apply(image, op):
+    if op[0] == "write":
+        image.write(op[1], crashlib.op_data(op))
+    elif op[0] == "zeroes":
+        image.write_zeroes(op[1], op[2])
+    else:
+        image.flush()
+
+
+def writes_after_each_op(path, ops):
+    """Run ``ops`` on ``path`` here, recording the pwrite calls: (the count after each
+    op, the first 16 bytes of each write)."""
+    counts, heads, real = [], [], os.pwrite
+
+    def counted(fd, data, offset):
+        heads.append(bytes(data[:16]))
+        return real(fd, data, offset)
+    os.pwrite = counted
+    try:
+        with VmdkDriver.open(path, writable=True) as im:
+            for op in ops:
+                apply(im, op)
+                counts.append(len(heads))
+    finally:
+        os.pwrite = real
+    return counts, heads
+
+
+def nth_write(k):
+    seen = [0]
+
+    def target(offset, data):
+        seen[0] += 1
+        return seen[0] == k
+    return target
+
+
+STREAM_OPS = [("write", 0, 64 * KiB, 1), ("flush",),
+              ("write", 192 * KiB, 64 * KiB, 2), ("write", 100, 64 * KiB, 3), ("flush",),
+              ("zeroes", 0, 4 * KiB), ("write", MiB, MiB + 640 * KiB, 4), ("flush",),
+              ("write", 8 * MiB, 100, 5)]
+
+
+@pytest.mark.parametrize("start", ["new", "crashed"])
+def test_vmdk_stream_killed_before_each_write(tmp_path, start):
+    """A stream-optimized extent killed before each of its writes in turn (new
+    grain records go over the tables the file ends with, once a copy of them
+    lies further on; 1.6 MiB of incompressible grains outrun the first copy):
+    every time ``check`` passes, qemu-img too, and the flushed data is there.
+    "crashed": the same on an image a writer left with records past its
+    tables and a copy of them ending the file.  Of the run of grain records
+    only every 12th and those next to a copy of the tables are kill points
+    (each costs a run)."""
+    template, work = tmp_path / "template.vmdk", tmp_path / "disk.vmdk"
+    VmdkDriver.create(template, 16 * MiB, variant="stream")
+    if start == "crashed":                 # killed with the third flush's tables unwritten
+        shutil.copyfile(template, work)
+        counts, _ = writes_after_each_op(work, STREAM_OPS)
+        big = STREAM_OPS.index(("write", MiB, MiB + 640 * KiB, 4))
+        assert crashlib.kill_before_write(
+            template, lambda im: [apply(im, op) for op in STREAM_OPS], nth_write(counts[big] + 1))
+        assert crashlib.img_check(str(template))[0] == 3
+    initial = read_all(template)
+    shutil.copyfile(template, work)
+    counts, heads = writes_after_each_op(work, STREAM_OPS)
+    record = [int.from_bytes(h[8:12], "little") != 0 for h in heads]   # a grain marker's size
+    points = [k for k in range(1, len(heads) + 1)
+              if not record[k - 1] or k % 12 == 0 or not all(record[max(0, k - 2):k + 1])]
+    big = STREAM_OPS.index(("write", MiB, MiB + 640 * KiB, 4))
+    assert sum(not r for r in record[counts[big - 1]:counts[big]]) == 2   # the copy, again
+    assert len(points) < 40
+    for k in points:
+        shutil.copyfile(template, work)
+        assert crashlib.kill_before_write(work, lambda im: [apply(im, op) for op in STREAM_OPS],
+                                          nth_write(k))
+        last_flush = max((i for i, op in enumerate(STREAM_OPS)
+                          if op[0] == "flush" and counts[i] < k), default=-1)
+        code, output = crashlib.img_check(str(work))
+        assert code in (0, 3), f"killed before write {k}: {output}"
+        assert qemu_img_check(work, "vmdk")[0] == 0, f"killed before write {k}"
+        problem = crashlib.verify_data(read_all(work), initial, STREAM_OPS, last_flush)
+        assert problem is None, f"killed before write {k}: {problem}"
+
+
+def is_record(offset, data):
+    """A stream's grain record: past the header and descriptor (64 KiB), a grain
+    marker with a non-zero size (metadata markers have size 0)."""
+    return offset >= 64 * KiB and data[8:12] != bytes(4)
+
+
+def test_vmdk_stream_copy_of_the_tables_never_lands_inside_the_last_one(tmp_path):
+    """A writer killed right after copying the tables past the grains leaves that
+    copy ending the file.  The next writer's first record may be a little
+    shorter than the one the dead writer was about to write, which puts its
+    own copy a little before the old one: written there it would overwrite
+    the start of the tables the file's footer points at.  It goes at the end
+    of the file instead."""
     path = tmp_path / "disk.vmdk"
-    VmdkDriver.create(path, 4 * MiB, variant="stream")
-    first, second = crashlib.op_data(("write", 0, 64 * KiB, 1)), \
-        crashlib.op_data(("write", 0, 64 * KiB, 2))         # incompressible grains
-    tails = []
+    VmdkDriver.create(path, 16 * MiB, variant="stream")
+    grain = crashlib.op_data(("write", 0, 64 * KiB, 1))
 
-    def tail_write(offset, data):
-        if data[8:16] == bytes(4) + b"\1\0\0\0":              # a GT marker starts the tail
-            tails.append(offset)
-        return len(tails) == 2
+    def first(im):
+        im.write(0, grain)
+        im.flush()
+        im.write(3 * 64 * KiB, grain)
+    records = []
 
-    def act(im):
-        im.write(0, first)
-        im.flush()
-        im.write(3 * 64 * KiB, second)
-        im.flush()
-    assert crashlib.kill_before_write(path, act, tail_write)
+    def second_record(offset, data):
+        if is_record(offset, data):
+            records.append(offset)
+        return len(records) == 2
+    assert crashlib.kill_before_write(path, first, second_record)
+    size = os.path.getsize(path)
+    assert crashlib.img_check(str(path))[0] in (0, 3)
+    shorter = grain[:60 * KiB] + bytes(4 * KiB)         # compresses 4 KiB better
+    assert crashlib.kill_before_write(path, lambda im: im.write(3 * 64 * KiB, shorter),
+                                      is_record)
+    assert os.path.getsize(path) > size                 # the new copy ends the file
     code, output = crashlib.img_check(str(path))
-    assert code == 2 and "no footer marker" in output, output
-    code, output = crashlib.img_check(str(path), repair=True)
-    assert code == 0 and "rebuilt the grain tables" in output, output
-    data = read_all(path)
-    assert data[:64 * KiB] == first and data[3 * 64 * KiB:4 * 64 * KiB] in (second,
-                                                                             bytes(64 * KiB))
+    assert code in (0, 3), output
+    assert qemu_img_check(path, "vmdk")[0] == 0
+    assert read_all(path)[:64 * KiB] == grain
+
+
+def test_vmdk_stream_flush_with_no_new_record_copies_the_tables_first(tmp_path):
+    """A flush whose only change is a grain zeroed (its entry cleared, no record
+    written) writes the new tables where the old ones end the file, and here
+    they are shorter (no GT has entries left): the old ones are copied further
+    on first, so a kill before the truncation that drops the rest of them
+    leaves a footer that points at whole tables."""
+    path = tmp_path / "disk.vmdk"
+    VmdkDriver.create(path, 16 * MiB, variant="stream")
+    grain = crashlib.op_data(("write", 0, 64 * KiB, 1))
+    with VmdkDriver.open(path, writable=True) as im:
+        im.write(0, grain)
+
+    def zero_it(im):
+        im.write(0, bytes(64 * KiB))
+        im.flush()
+    assert crashlib.kill_before_write(path, zero_it, lambda offset, data: False,
+                                      truncate_target=lambda size: True)
+    code, output = crashlib.img_check(str(path))
+    assert code in (0, 3), output
+    assert qemu_img_check(path, "vmdk")[0] == 0
+    assert read_all(path)[:64 * KiB] in (grain, bytes(64 * KiB))
