@@ -52,6 +52,7 @@ def test_a_halted_cpu_waits_for_a_request_in_flight(tmp_path, threads):
             seen.append((event.ok, machine.clock.now_ns(), len(machine.block_io._done)))
             machine.cpu.request_exit(7)
 
+        before_ns = machine.clock.now_ns()
         disk.submit(Request(Op.READ, 0, (bytearray(512),)), done)
         started = time.monotonic()
         result = machine.run(timeout_s=30)          # 30 s of virtual time: far beyond the latency
@@ -60,8 +61,11 @@ def test_a_halted_cpu_waits_for_a_request_in_flight(tmp_path, threads):
     assert result.reason is StopReason.EXIT and result.exit_code == 7
     ok, at_ns, queued = seen[0]
     assert ok and queued == 0                       # delivered on the CPU's thread by the loop
-    # Virtual time followed the host while waiting: it did not leap to the budget.
-    assert LATENCY_S * NS_PER_SEC * 0.9 <= at_ns <= host_s * NS_PER_SEC * 1.1 + 50e6
+    # Virtual time followed the host while waiting: it did not leap to the
+    # budget (30 s).  The first sync may add the time since the machine was
+    # built, a fraction of a second even on a loaded host.
+    waited_ns = at_ns - before_ns
+    assert LATENCY_S * NS_PER_SEC * 0.9 <= waited_ns <= (host_s + 1.0) * NS_PER_SEC
 
 
 def test_without_requests_in_flight_an_idle_cpu_skips_time():
@@ -71,7 +75,7 @@ def test_without_requests_in_flight_an_idle_cpu_skips_time():
         started = time.monotonic()
         result = machine.run(timeout_s=30)
     assert result.reason is StopReason.TIMEOUT and result.virtual_ns >= 30 * NS_PER_SEC
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10          # no host wait for the 30 s
 
 
 def test_inline_executor_completions_are_delivered_by_the_loop(tmp_path):
