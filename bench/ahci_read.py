@@ -32,6 +32,7 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import struct
 import subprocess
 import sys
@@ -178,7 +179,6 @@ def main():
     ap.add_argument("--only", choices=("drivebay", "qemu"), help="run one emulator (no ratios)")
     ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "ahci_read.json"))
     args = ap.parse_args()
-    elf = guest_program("bench_ahci")
     emulators = [args.only] if args.only else ["drivebay", "qemu"]
     chosen = {k: v for k, v in cases(args).items() if not args.case or k in args.case}
     result = {"benchmark": "ahci_read", "image_mib": args.image_mib, "repeat": args.repeat,
@@ -186,6 +186,8 @@ def main():
               "python": platform.python_version()}
     with tempfile.TemporaryDirectory() as tmp:
         disk = pathlib.Path(tmp) / "disk.img"
+        # A copy: the build tree's ELF is relinked whenever firmware/ is rebuilt.
+        elf = shutil.copy(guest_program("bench_ahci"), pathlib.Path(tmp) / "bench_ahci.elf")
         make_disk(disk, args.image_mib)
         for name, (cmdline, requests, size) in chosen.items():
             row = {"cmdline": cmdline, "requests": requests, "request_bytes": size}
