@@ -94,21 +94,21 @@ class SnapshotMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.snaps)
     @rule(pick=st.data())
     def restore(self, pick):
-        uuid = pick.draw(st.sampled_from(sorted(self.snaps)))
+        uuid = pick.draw(st.sampled_from(list(self.snaps)))
         snapshots.restore(self.home, "m", uuid)
         self.disk[:] = self.snaps[uuid]
 
     @precondition(lambda self: self.snaps)
     @rule(pick=st.data())
     def delete(self, pick):
-        uuid = pick.draw(st.sampled_from(sorted(self.snaps)))
+        uuid = pick.draw(st.sampled_from(list(self.snaps)))
         snapshots.delete(self.home, "m", uuid)
         del self.snaps[uuid]
 
     @precondition(lambda self: self.snaps)
     @rule(pick=st.data())
     def delete_interrupted(self, pick):
-        uuid = pick.draw(st.sampled_from(sorted(self.snaps)))
+        uuid = pick.draw(st.sampled_from(list(self.snaps)))
         real = merge_mod.merge_into_parent
 
         def dies(child, resolver=None, progress=None):
