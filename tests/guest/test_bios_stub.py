@@ -190,3 +190,51 @@ def test_stub_teletype_cursor_and_keyboard_from_the_serial_port(tmp_path):
         machine.uart.feed(b"x\r")
         result = machine.run(timeout_s=30)
     assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), serial
+
+
+def test_stub_reports_the_el_torito_boot_image(tmp_path):
+    # INT 13h AX=4B01h after a no-emulation boot: the 13h-byte specification
+    # packet (El Torito 1.0, 5.3) names the boot drive, media type 0, the
+    # image's load segment and sector count.
+    code = assemble(f"""
+.code16
+    ljmp $0, $1f
+1:  xorw %ax, %ax
+    movw %ax, %ds
+    movw %ax, %ss
+    movw $0x7c00, %sp
+    movw $0x8000, %si
+    movw $0x4B01, %ax
+    int $0x13
+    movb $0x11, %bl
+    jc 9f
+    movb $0x12, %bl
+    cmpw $0x0013, 0(%si)         /* size 13h, media 0 (no emulation) */
+    jne 9f
+    cmpb %dl, 2(%si)             /* the boot drive */
+    jne 9f
+    cmpb $0xE0, %dl
+    jne 9f
+    movb $0x13, %bl
+    cmpw $0x07C0, 0x0C(%si)      /* load segment */
+    jne 9f
+    cmpw $4, 0x0E(%si)           /* 512-byte sectors loaded */
+    jne 9f
+    movb ${GOOD}, %bl
+9:  movb %bl, %al
+    movw $0x501, %dx
+    outb %al, %dx
+2:  hlt
+    jmp 2b
+""", 0x7C00)
+    image = code + bytes(2048 - len(code))
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=1)
+    iso.add_fp(io.BytesIO(image), len(image), "/BOOT.IMG;1")
+    iso.add_eltorito("/BOOT.IMG;1", bootcatfile="/BOOT.CAT;1", media_name="noemul",
+                     boot_load_size=4)
+    path = tmp_path / "boot.iso"
+    iso.write(str(path))
+    iso.close()
+    result, log = run_stub([("piix3-ide", {"drives": {(1, 0): {"type": "dvddrive", "path": str(path)}}})])
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
