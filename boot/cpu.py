@@ -32,6 +32,7 @@ from unicorn import (UC_ARCH_X86, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC
 from unicorn import x86_const as X
 
 from drivebay import trace
+from drivebay.boot.slice_timer import SliceTimer
 from drivebay.errors import GuestRunError
 
 PAGE = 0x1000
@@ -59,7 +60,6 @@ WAIT_SLICE_US = 1_000           # polling slice while an interrupt waits for IF
 IO_SLICE_US = 1_000             # slice length while block requests are in flight
 IO_WAIT_MAX_S = 0.005           # a halted CPU waits this long at most for a block completion
 MAX_SYNC_STEP_NS = 25_000_000   # virtual time moves at most this far between two looks
-SLICE_MARGIN_NS = 200_000       # a callback ending this close to the slice's end may be replayed
 
 
 class StopReason(enum.Enum):
@@ -86,10 +86,13 @@ class HostPacedTime:
         self.clock = clock
         self._base = time.monotonic_ns() - clock.now_ns()
 
-    def sync(self):
+    def sync(self, halted=False):
+        """Move virtual time to the host's.  ``halted``: the guest was idle
+        meanwhile (HLT with a block request in flight), so however long the
+        host took, the guest saw all of it go by."""
         now = time.monotonic_ns() - self._base
         current = self.clock.now_ns()
-        if now > current + MAX_SYNC_STEP_NS:
+        if now > current + MAX_SYNC_STEP_NS and not halted:
             # The host stalled (a loaded machine, a GC pause): the guest did
             # not run meanwhile, so its time does not leap either; otherwise
             # its timeouts would expire with no chance to see the events.
@@ -143,8 +146,8 @@ class Cpu:
         self._fresh_mmio = False         # no MMIO access yet in this slice
         self._mmio_replay = None         # (is_write, address, size, value) that may be replayed
         self._stop_requested = False     # emu_stop was called during this slice
-        self._slice_deadline = 0         # host time at which the slice's timeout fires
         self.block_io = None             # the disks' I/O executor (see the class docstring)
+        self._slice_timer = SliceTimer(uc)
         uc.hook_add(UC_HOOK_INSN, self._hook_in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._hook_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INTR, self._hook_intr)
@@ -224,7 +227,9 @@ class Cpu:
 
     def _stop_due(self):
         """A stop will end the slice at the end of the current instruction."""
-        return self._stop_requested or time.monotonic_ns() >= self._slice_deadline
+        # The slice's deadline ends it only at a block start (slice_timer.py),
+        # never inside an instruction, so only a stop requested by a callback counts.
+        return self._stop_requested
 
     # -- hooks ----------------------------------------------------------------
 
@@ -616,10 +621,10 @@ class Cpu:
             self._fresh_mmio = True
             self._stop_requested = False
             started = time.monotonic_ns()
-            # Slightly early, so a timeout firing during a callback is never missed.
-            self._slice_deadline = started + slice_us * 1000 - SLICE_MARGIN_NS
+            timer = self._slice_timer
+            timer.arm(started + slice_us * 1000)
             try:
-                uc.emu_start(self.reg("eip"), UNTIL, timeout=slice_us)
+                uc.emu_start(self.reg("eip"), UNTIL)
             except UcError as e:
                 self._running = False
                 if e.errno == UC_ERR_INSN_INVALID and self._fault is None:
@@ -628,6 +633,7 @@ class Cpu:
                 self._raise_fault(e)
             finally:
                 self._running = False
+                timed_out = timer.disarm()
             # Stopped at the REP INS/OUTS of the last port access: that
             # iteration will run again when the guest gets back here (maybe
             # after an interrupt handler), so it becomes the replay candidate.
@@ -642,8 +648,9 @@ class Cpu:
                 break
             if self._kicked:
                 continue
-            elapsed_us = (time.monotonic_ns() - started) // 1000
-            if elapsed_us < slice_us or self._after_hlt():
+            # A slice that ended before its deadline right after a HLT halted
+            # (unicorn also returns early after some of its own cache flushes).
+            if not timed_out and self._after_hlt():
                 self._halted(deadline, should_stop)
         return RunResult(self._stop_reason, self._exit_code,
                          self.time.clock.now_ns() - start, self.reg("eip"))
@@ -750,8 +757,8 @@ class Cpu:
             nxt = self.time.clock.next_deadline()
             left_s = IO_WAIT_MAX_S if nxt is None else \
                 max(0.0, min(IO_WAIT_MAX_S, (nxt - self.time.clock.now_ns()) / 1e9))
-            io.wait(left_s)
-        self.time.sync()
+            io.wait(left_s)              # may run a queued request itself, for its whole time
+        self.time.sync(halted=True)
         if io.pending:
             io.poll_completions()
 

@@ -1,0 +1,89 @@
+"""Ending a slice of guest code at its deadline, with EIP exact.
+
+Unicorn's ``emu_start(timeout=...)`` stops the CPU from its own timer
+thread (``uc_emu_stop``).  When that stop lands while translated blocks run
+chained, unicorn does not restore EIP from the block it stopped before
+(cpu_tb_exec skips ``synchronize_from_tb`` once ``stop_request`` is set), so
+EIP still names an earlier instruction and the next slice runs the
+instructions in between a second time: a read-modify-write such as
+``add %edx,(%ecx)`` is applied twice.  GRUB's LZMA decoder and SYSLINUX
+crashed on it, at random, on drivebay only.
+
+A stop requested from a block hook is exact: unicorn sets EIP to the
+block's address before it calls block hooks, and the run ends before the
+block.  The hook is C (_slice_stop.pyx; unicorn compiles a hook's callback
+into each translated block, so it cannot be swapped later, and a Python
+block hook would cost a Python call per block): it stops the engine when
+an int it is given says so.  A timer thread sets that int at the deadline.
+"""
+
+import ctypes
+import threading
+import time
+import weakref
+
+from unicorn import UC_HOOK_BLOCK
+from unicorn.unicorn_py3 import unicorn as _unicorn
+
+from drivebay.boot import _slice_stop
+
+IDLE, DUE, STOPPED = 0, 1, 2       # the flag: slice running, deadline passed, hook stopped it
+
+
+class SliceTimer:
+    """``arm(deadline_ns)`` before ``emu_start`` (without a timeout), ``disarm()``
+    after it: True when the slice ended because its deadline passed."""
+
+    def __init__(self, uc):
+        lib = _unicorn.uclib
+        self._flag = ctypes.c_int(IDLE)
+        hook = _slice_stop.hook_address(ctypes.cast(lib.uc_emu_stop, ctypes.c_void_p).value)
+        handle = _unicorn.uc_hook_h()
+        status = lib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
+                                 ctypes.c_void_p(hook), ctypes.cast(ctypes.byref(self._flag),
+                                                                    ctypes.c_void_p),
+                                 ctypes.c_uint64(1), ctypes.c_uint64(0))
+        if status != 0:
+            raise OSError(f"uc_hook_add for the slice timer failed with unicorn error {status}")
+        self._uc = uc                      # the hook reads self._flag as long as the engine lives
+        self._cond = threading.Condition()
+        self._deadline = None              # monotonic ns at which the running slice ends
+        thread = threading.Thread(target=_serve, args=(weakref.ref(self), self._cond),
+                                  name="drivebay-slice-timer", daemon=True)
+        thread.start()
+
+    def arm(self, deadline_ns):
+        with self._cond:
+            self._deadline = deadline_ns
+            self._flag.value = IDLE
+            self._cond.notify()
+
+    def disarm(self):
+        with self._cond:
+            self._deadline = None
+            stopped = self._flag.value == STOPPED
+            self._flag.value = IDLE
+            return stopped
+
+    def _due_in(self):
+        """Timer side: mark the deadline passed; else the seconds left (None: no slice)."""
+        if self._deadline is None:
+            return None
+        left = self._deadline - time.monotonic_ns()
+        if left > 0:
+            return left / 1e9
+        self._flag.value = DUE
+        self._deadline = None
+        return None
+
+
+def _serve(ref, cond):
+    """The timer thread; it ends with the SliceTimer it serves."""
+    while True:
+        with cond:
+            timer = ref()
+            if timer is None:
+                return
+            wait = timer._due_in()
+            del timer
+            cond.wait(1.0 if wait is None else wait)
