@@ -19,12 +19,22 @@ loader prints a known banner and prompt on COM1 at 115200 baud:
 order) once the loader is up; ``booted(kind, text)`` tells whether they
 have.  Builders write into a folder the caller gives (the tests use one
 session-wide tmp folder, so each image is made once per run).
+
+``boot_on_drivebay`` and ``boot_on_qemu`` run an image until its loader is
+up (tests/guest/test_bootloaders.py, bench/boot_time.py): the drive goes
+where ``PLACES`` says on the PIIX3 IDE or an AHCI HBA, QEMU gets the same
+drives through harness.QEMU_DEVICES and the same SeaBIOS.
 """
 
 import pathlib
 import shutil
 import struct
 import subprocess
+import time
+
+from drivebay.boot import firmware
+from drivebay.boot.machine import PcMachine
+from harness import QEMU, QEMU_DEVICES
 
 SYSLINUX_MBR = pathlib.Path("/usr/lib/syslinux/mbr/mbr.bin")
 ISOLINUX_BIN = pathlib.Path("/usr/lib/ISOLINUX/isolinux.bin")
@@ -61,7 +71,7 @@ menuentry "drivebay-grub-entry" {{
 BANNERS = {
     "syslinux": (b"SYSLINUX 6.04", b"boot:"),
     "isolinux": (b"ISOLINUX 6.04", b"boot:"),
-    "grub": (GRUB_MARKER.encode(), b"GNU GRUB  version"),
+    "grub": (GRUB_MARKER.encode(), b"GNU GRUB  version", b"drivebay-grub-entry"),
 }
 
 
@@ -146,10 +156,60 @@ def grub_cd(folder):
     (tree / "boot" / "grub" / "grub.cfg").write_text(GRUB_CFG)
     tmp = path.with_suffix(".tmp.iso")
     _run("grub-mkrescue", "--directory", GRUB_I386_PC, "--compress=no",
-         "--install-modules=biosdisk iso9660 serial terminal echo normal configfile test true",
+         "--install-modules=biosdisk iso9660 serial terminal echo normal configfile test true "
+         + " ".join(p.stem for p in sorted(GRUB_I386_PC.glob("part_*.mod"))),
          "--locales=", "--fonts=", "--themes=", "-o", tmp, tree)
     tmp.rename(path)
     return path
 
 
 BUILDERS = {"syslinux": syslinux_disk, "isolinux": isolinux_cd, "grub": grub_cd}
+
+# (image kind, controller): where the drive goes.
+PLACES = {
+    ("syslinux", "piix3-ide"): (0, 0),       # primary master
+    ("syslinux", "ahci"): 0,
+    ("isolinux", "piix3-ide"): (1, 0),       # secondary master, as on a PC
+    ("isolinux", "ahci"): 1,
+    ("grub", "piix3-ide"): (1, 0),
+    ("grub", "ahci"): 1,
+}
+MEDIA = {"syslinux": "hdd", "isolinux": "dvddrive", "grub": "dvddrive"}
+AHCI_PORTS = 2
+
+
+def drives_for(kind, controller, path):
+    return {PLACES[kind, controller]: {"type": MEDIA[kind], "path": str(path)}}
+
+
+def boot_on_drivebay(kind, controller, bios, path, budget_s):
+    """Power on with the BIOS image ``bios`` and run until the loader is up
+    or ``budget_s`` virtual seconds pass: (RunResult, console bytes)."""
+    serial = bytearray()
+    options = {"ports": AHCI_PORTS} if controller == "ahci" else {}
+    with PcMachine(memory_mb=64, serial_out=serial.extend) as machine:
+        machine.add_device(controller, drives=drives_for(kind, controller, path), **options)
+        machine.load_bios(bios)
+        result = machine.run(timeout_s=budget_s, should_stop=lambda: booted(kind, bytes(serial)))
+    return result, bytes(serial)
+
+
+def boot_on_qemu(kind, controller, path, wall_s):
+    """Run qemu-system-x86_64 (TCG, Debian's SeaBIOS) until the loader is up or
+    ``wall_s`` seconds pass; the console bytes, then QEMU is killed."""
+    args = [QEMU, "-nodefaults", "-display", "none", "-machine", "pc,accel=tcg", "-m", "64",
+            "-bios", str(firmware.seabios()), "-serial", "stdio", "-boot", "order=cd",
+            *QEMU_DEVICES[controller]({"drives": drives_for(kind, controller, path)})]
+    out = bytearray()
+    with subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL) as qemu:
+        try:
+            deadline = time.monotonic() + wall_s
+            while not booted(kind, bytes(out)) and time.monotonic() < deadline:
+                chunk = qemu.stdout.read1(4096)
+                if not chunk:
+                    break
+                out.extend(chunk)
+        finally:
+            qemu.kill()
+    return bytes(out)
