@@ -81,6 +81,8 @@ IN_USE_OPEN = 0x746F6E59               # "set ... when the image is opened by so
 IN_USE_CLOSED = 0x312E3276             # "set to 0x312e3276 when the image is closed"
 IN_USE_OLD = 0                         # "opened by an old version ... without Format Extension"
 IN_USE_VALUES = (IN_USE_OLD, IN_USE_CLOSED, IN_USE_OPEN)   # "Other values are not allowed."
+UNCLEAN = (f'image was not closed correctly (header field in_use is {IN_USE_OPEN:#010x}, '
+           f'"opened in R/W mode")')
 
 FLAG_EMPTY_IMAGE = 0x1                 # flags bit 0: "the image should be considered clear"
 
@@ -338,9 +340,9 @@ def unclean_note(hdr):
     open until a repair clears it.)"""
     if hdr.in_use != IN_USE_OPEN:
         return None
-    return (f"image was not closed correctly (header field in_use is {IN_USE_OPEN:#010x}, "
-            f"\"opened in R/W mode\"): an interrupted allocation leaves at most unused "
-            f"clusters at the end of the file")
+    return f"{UNCLEAN}: an interrupted allocation leaves at most unused clusters at the end " \
+           f"of the file"
+
 
 
 def header_notes(hdr):
@@ -585,7 +587,7 @@ class ParallelsDriver(BlockDriver):
                 f"{self.path}: header field flags has bit 0 (Empty Image) set: the image reads "
                 f"as zeros and drivebay opens it read-only")
         if st.unclean and not self.for_check:
-            note = (st.unclean_note or st.header_notes[0]).split(":")[0]
+            note = UNCLEAN if st.unclean_note else st.header_notes[0]
             raise CorruptImageError(f"{self.path}: {note}; it cannot be opened "
                                     f"read/write until 'drivebay img check -r all' repairs it")
         hdr.in_use = IN_USE_OPEN
