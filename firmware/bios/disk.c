@@ -25,8 +25,6 @@
 #include "runtime.h"
 #include "ata.h"
 
-#define EDD_MAX_BLOCKS 127             /* Phoenix EDD 3.0: at most 7Fh blocks a call */
-
 struct disk disks[MAX_DISKS];
 unsigned disk_count;
 
@@ -218,7 +216,10 @@ struct dap {
 static void edd_access(struct bregs *r, struct disk *d, bool write, bool move)
 {
     struct dap *p = rm_ptr(r->ds, r->si);
-    if (p->size < 0x10 || p->lba >= d->sectors || p->count > EDD_MAX_BLOCKS) {
+    /* Phoenix EDD 3.0 allows a BIOS to refuse more than 7Fh blocks a
+     * call; SeaBIOS takes any count, and boot loaders written against it
+     * may ask for more, so the stub does too. */
+    if (p->size < 0x10 || p->lba >= d->sectors) {
         disk_ret(r, DISK_RET_EPARAM);
         return;
     }
