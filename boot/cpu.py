@@ -326,18 +326,21 @@ class Cpu:
 
     def _string_io(self, eip):
         """For a REP INS/OUTS at CS:EIP that the one-call path handles (32-bit
-        code and addresses, no segment override, DF clear): ("ins", ES base)
-        or ("outs", DS base); None otherwise (each iteration then goes
-        through the hook on its own)."""
+        addresses, i.e. 32-bit code or a 67h prefix in 16-bit code as
+        SeaBIOS's ``rep insw (%dx),%es:(%edi)`` in real mode; DF clear; no
+        segment override on OUTS): ("ins", ES base) or ("outs", DS base);
+        None otherwise (each iteration then goes through the hook on its own)."""
         found = self._rep_string_io(eip)
         if found is None:
             return None
         op, prefixes = found
-        if self.reg("eflags") & EFLAGS_DF or not self._code32() or 0x67 in prefixes or \
-                set(prefixes) & SEGMENT_OVERRIDES:
+        if self.reg("eflags") & EFLAGS_DF or self._code32() == (0x67 in prefixes):
             return None
         if op in (0x6C, 0x6D):
+            # INS stores to ES:EDI, which no prefix overrides (SDM vol. 2, INS).
             return ("ins", self.segment_base(self.reg("es")))
+        if set(prefixes) & SEGMENT_OVERRIDES:
+            return None
         return ("outs", self.segment_base(self.reg("ds")))
 
     def _code32(self):
