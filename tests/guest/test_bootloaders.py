@@ -35,12 +35,9 @@ QEMU_WALL_S = 60
 # Every firmware that exists: drivebay's stub joins once boot/firmware.py has it.
 FIRMWARES = [name for name in ("seabios", "stub") if hasattr(firmware, name)]
 
-# Every loader from every controller under every firmware, but for one:
-# GRUB reads its modules a few sectors at a time through INT 13h, and
-# SeaBIOS on the IDE CD drive takes ~12 s for it (ATAPI PIO; the stub, 0.6 s).
-SLOW = {("grub", "piix3-ide", "seabios")}
+# Every loader from every controller under every firmware.
 CASES = [(kind, controller, fw) for kind, controller in sorted(bootimages.PLACES)
-         for fw in FIRMWARES if (kind, controller, fw) not in SLOW]
+         for fw in FIRMWARES]
 # The banner line a loader prints once its console is the serial port.
 BANNER_LINE = {
     "syslinux": re.compile(rb"SYSLINUX 6\.04 \d{8} +Copyright \(C\) [^\r\n]*"),
