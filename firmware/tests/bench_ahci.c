@@ -257,6 +257,11 @@ int main(unsigned magic, struct multiboot_info *mbi)
            use_irq ? "intx" : "polled", completed, (uint32_t)us, hba.irq_count);
     if (bad_sectors)
         tap_diag("lba %u: first word %08x", first_bad_lba, first_bad_word);
+    if (why)
+        tap_diag("%s with %u issued: slots in flight %08x, free %08x, PxCI %08x, PxSACT %08x, "
+                 "PxIS %08x, PxTFD %08x", why, issued, inflight, free_tags,
+                 ahci_port_read(port, AHCI_PxCI), ahci_port_read(port, AHCI_PxSACT),
+                 ahci_port_read(port, AHCI_PxIS), ahci_port_read(port, AHCI_PxTFD));
     tap_ok(!why && completed == count && !bad_sectors,
            "%u of %u reads of %u KiB done%s%s, %u wrong sectors", completed, count, kib,
            why ? ": " : "", why ? why : "", bad_sectors);
