@@ -104,7 +104,16 @@ static inline void bda16_set(unsigned off, uint16_t v) { *(volatile uint16_t *)(
 static inline uint32_t bda32(unsigned off) { return *(volatile uint32_t *)(BDA + off); }
 static inline void bda32_set(unsigned off, uint32_t v) { *(volatile uint32_t *)(BDA + off) = v; }
 
-/* ---- CMOS (post.c) ---------------------------------------------------- */
+/* ---- CMOS (post.c): the MC146818 RTC registers, BCD and 24-hour here --- */
+#define RTC_SECONDS 0x00
+#define RTC_MINUTES 0x02
+#define RTC_HOURS 0x04
+#define RTC_DAY 0x07
+#define RTC_MONTH 0x08
+#define RTC_YEAR 0x09
+#define RTC_STATUS_A 0x0A
+#define RTC_STATUS_B 0x0B
+#define CMOS_CENTURY 0x32
 uint8_t cmos_read(uint8_t index);
 void cmos_write(uint8_t index, uint8_t value);
 

@@ -96,32 +96,6 @@ static void pic_setup(void)
     outb(PIC2_DATA, 0xFF);
 }
 
-/* INT 1Ah AH=00h counts ticks since midnight: start from the RTC's time. */
-static void ticks_init(void);
-
-void handle_post(struct bregs *r)
-{
-    (void)r;
-    memset(__bss_start, 0, (size_t)(__bss_end - __bss_start));
-    console_init();                   /* COM1 115200 8N1 (lib/console.c) */
-    ivt_init();
-    bda_init();
-    pic_setup();
-    timer_init();                     /* PIT channel 0 at 18.2 Hz (lib/timer.c) */
-    memmap_init();
-    ticks_init();
-    printf("drivebay BIOS boot stub\n");
-    printf("RAM %u MiB below 4 GiB\n", memmap_ram_top() >> 20);
-    pci_setup();
-    ide_probe();
-    ahci_probe();
-    BDA[BDA_HD_COUNT] = 0;
-    for (unsigned i = 0; i < disk_count; i++)
-        if (disks[i].kind == DISK_HD)
-            BDA[BDA_HD_COUNT]++;
-    boot_init();
-}
-
 /* ---- the RTC (MC146818; QEMU's and our CMOS keep it in BCD, 24 h) ------ */
 
 #define CMOS_INDEX 0x70
@@ -145,10 +119,35 @@ static unsigned bcd(uint8_t v)
     return (v >> 4) * 10 + (v & 0xF);
 }
 
+/* INT 1Ah AH=00h counts ticks since midnight: start from the RTC's time. */
 static void ticks_init(void)
 {
     /* 1193182 / 65536 ticks a second: seconds * 1193182 / 65536. */
-    uint32_t seconds = bcd(cmos_read(4)) * 3600 + bcd(cmos_read(2)) * 60 + bcd(cmos_read(0));
+    uint32_t seconds = bcd(cmos_read(RTC_HOURS)) * 3600 + bcd(cmos_read(RTC_MINUTES)) * 60 +
+                       bcd(cmos_read(RTC_SECONDS));
     uint64_t t = (uint64_t)seconds * 1193182u;
     bda32_set(BDA_TICKS, (uint32_t)(t >> 16));
+}
+
+void handle_post(struct bregs *r)
+{
+    (void)r;
+    memset(__bss_start, 0, (size_t)(__bss_end - __bss_start));
+    console_init();                   /* COM1 115200 8N1 (lib/console.c) */
+    ivt_init();
+    bda_init();
+    pic_setup();
+    timer_init();                     /* PIT channel 0 at 18.2 Hz (lib/timer.c) */
+    memmap_init();
+    ticks_init();
+    printf("drivebay BIOS boot stub\n");
+    printf("RAM %u MiB below 4 GiB\n", memmap_ram_top() >> 20);
+    pci_setup();
+    ide_probe();
+    ahci_probe();
+    BDA[BDA_HD_COUNT] = 0;
+    for (unsigned i = 0; i < disk_count; i++)
+        if (disks[i].kind == DISK_HD)
+            BDA[BDA_HD_COUNT]++;
+    boot_init();
 }

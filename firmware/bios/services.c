@@ -313,18 +313,9 @@ void handle_16(struct bregs *r)
 
 /* ---- INT 1Ah: time of day ---------------------------------------------- */
 
-#define RTC_SECONDS 0x00
-#define RTC_MINUTES 0x02
-#define RTC_HOURS 0x04
-#define RTC_DAY 0x07
-#define RTC_MONTH 0x08
-#define RTC_YEAR 0x09
-#define RTC_STATUS_A 0x0A
-#define RTC_STATUS_B 0x0B
 #define RTC_UIP 0x80                    /* update in progress: wait before reading */
 #define RTC_SET 0x80                    /* status B: stop updates while setting */
 #define RTC_DST 0x01
-#define CMOS_CENTURY 0x32
 
 static bool rtc_ready(void)
 {
