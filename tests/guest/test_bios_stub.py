@@ -30,8 +30,10 @@ def run_stub(devices, timeout_s=30, boot_order="cad", memory_mb=64):
     return result, serial.decode("latin-1")
 
 
-def el_torito_iso(path):
-    code = boot_code(16, b"\x01CD001")       # the primary volume descriptor, LBA 16
+def el_torito_iso(path, code=None):
+    """A no-emulation El Torito ISO whose boot image is ``code`` (default:
+    read the primary volume descriptor, LBA 16, and check its signature)."""
+    code = code or boot_code(16, b"\x01CD001")
     image = code + bytes(2048 - len(code))
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=1)
@@ -227,14 +229,6 @@ def test_stub_reports_the_el_torito_boot_image(tmp_path):
 2:  hlt
     jmp 2b
 """, 0x7C00)
-    image = code + bytes(2048 - len(code))
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=1)
-    iso.add_fp(io.BytesIO(image), len(image), "/BOOT.IMG;1")
-    iso.add_eltorito("/BOOT.IMG;1", bootcatfile="/BOOT.CAT;1", media_name="noemul",
-                     boot_load_size=4)
-    path = tmp_path / "boot.iso"
-    iso.write(str(path))
-    iso.close()
+    path = el_torito_iso(tmp_path / "boot.iso", code)
     result, log = run_stub([("piix3-ide", {"drives": {(1, 0): {"type": "dvddrive", "path": str(path)}}})])
     assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
