@@ -232,3 +232,48 @@ def test_stub_reports_the_el_torito_boot_image(tmp_path):
     path = el_torito_iso(tmp_path / "boot.iso", code)
     result, log = run_stub([("piix3-ide", {"drives": {(1, 0): {"type": "dvddrive", "path": str(path)}}})])
     assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
+
+
+def test_stub_services_preserve_the_callers_registers(tmp_path):
+    # A BIOS call changes only the registers it returns results in.  The
+    # upper halves count too: gcc -m16 code addresses its stack through ESP.
+    checks = "".join(f"""
+    movl ${value:#x}, %eax
+    cmpl %eax, {reg}
+    jne 9f
+    incb %bl""" for reg, value in (("%esi", 0xA5A51234), ("%edi", 0x5A5A4321),
+                                  ("%ebp", 0x11223344), ("%esp", 0x7BFC)))
+    disk = boot_disk_with(tmp_path, f"""
+    movl $0x7BFC, %esp
+    movw $0x1234, %ax
+    movw %ax, %fs
+    movw $0x5678, %ax
+    movw %ax, %gs
+    movl $0xA5A51234, %esi
+    movl $0x5A5A4321, %edi
+    movl $0x11223344, %ebp
+    movl $0xCAFE0080, %edx
+    movw $0x4100, %ax
+    movw $0x55AA, %bx
+    int $0x13
+    cmpw $0xAA55, %bx
+    movb $0x10, %bl
+    jne 9f
+    cmpl $0xCAFE0080, %edx
+    jne 9f
+    movw %fs, %ax
+    cmpw $0x1234, %ax
+    jne 9f
+    movw %gs, %ax
+    cmpw $0x5678, %ax
+    jne 9f
+    movb $0x20, %bl{checks}
+    movb ${GOOD}, %bl
+9:  movb %bl, %al
+    movw $0x501, %dx
+    outb %al, %dx
+2:  hlt
+    jmp 2b
+""")
+    result, log = run_stub([("piix3-ide", {"drives": {(0, 0): {"type": "hdd", "path": str(disk)}}})])
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
