@@ -197,7 +197,8 @@ def test_stub_teletype_cursor_and_keyboard_from_the_serial_port(tmp_path):
 def test_stub_reports_the_el_torito_boot_image(tmp_path):
     # INT 13h AX=4B01h after a no-emulation boot: the 13h-byte specification
     # packet (El Torito 1.0, 5.3) names the boot drive, media type 0, the
-    # image's load segment and sector count.
+    # image's load segment and sector count.  AH=48h then describes the CD:
+    # 2048-byte sectors.
     code = assemble(f"""
 .code16
     ljmp $0, $1f
@@ -222,6 +223,16 @@ def test_stub_reports_the_el_torito_boot_image(tmp_path):
     jne 9f
     cmpw $4, 0x0E(%si)           /* 512-byte sectors loaded */
     jne 9f
+    movw $0x1A, 0x100(%si)       /* INT 13h AH=48h on the CD: EDD 1.x table */
+    addw $0x100, %si
+    movb $0x48, %ah
+    int $0x13
+    movb $0x14, %bl
+    jc 9f
+    cmpw $2048, 0x18(%si)        /* bytes per sector */
+    jne 9f
+    cmpl $0, 0x10(%si)           /* sectors: the ISO's size */
+    je 9f
     movb ${GOOD}, %bl
 9:  movb %bl, %al
     movw $0x501, %dx
