@@ -232,16 +232,32 @@ void handle_15(struct bregs *r)
 #define UART_LSR 5
 #define LSR_DR 0x01
 
+/* The PC/AT keyboard's scan codes (set 1, as INT 16h reports them) for
+ * what a serial terminal can send: the keys of each row, left to right,
+ * have consecutive codes. */
+static const struct { const char *keys; uint8_t first; } key_rows[] = {
+    {"1234567890-=", 0x02}, {"qwertyuiop[]", 0x10}, {"asdfghjkl;'`", 0x1E},
+    {"\\zxcvbnm,./", 0x2B},
+};
+
 static uint8_t scan_code(uint8_t c)
 {
     switch (c) {
     case '\r': return 0x1C;
-    case '\b': case 0x7F: return 0x0E;
+    case '\b': return 0x0E;
     case 0x1B: return 0x01;
     case '\t': return 0x0F;
     case ' ': return 0x39;
-    default: return 0;
     }
+    if (c >= 1 && c <= 26)
+        c += 'a' - 1;                   /* Ctrl+letter: the letter's key */
+    else if (c >= 'A' && c <= 'Z')
+        c += 'a' - 'A';
+    for (unsigned r = 0; r < sizeof(key_rows) / sizeof(key_rows[0]); r++)
+        for (unsigned i = 0; key_rows[r].keys[i]; i++)
+            if (key_rows[r].keys[i] == c)
+                return (uint8_t)(key_rows[r].first + i);
+    return 0;
 }
 
 void serial_poll_input(void)

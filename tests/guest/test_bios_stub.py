@@ -146,7 +146,7 @@ def test_stub_int18_boots_the_next_device(tmp_path):
 def test_stub_teletype_cursor_and_keyboard_from_the_serial_port(tmp_path):
     # INT 10h: set the cursor to row 5, column 10, write "AB" by teletype,
     # read the cursor back (column 12).  INT 16h AH=00h then waits for the
-    # keys the host types on COM1: 'x', then Enter (scan code 1Ch).
+    # keys the host types on COM1: 'x' (scan code 2Dh), then Enter (1Ch).
     disk = boot_disk_with(tmp_path, f"""
     movw $0x0200, %ax
     xorw %bx, %bx
@@ -165,7 +165,7 @@ def test_stub_teletype_cursor_and_keyboard_from_the_serial_port(tmp_path):
     xorw %ax, %ax
     int $0x16
     movb $0x12, %bl
-    cmpb $'x', %al
+    cmpw $0x2D78, %ax            /* 'x', key 2Dh */
     jne 9f
     xorw %ax, %ax
     int $0x16
