@@ -62,3 +62,12 @@ def test_vm_start_stub_says_when_nothing_boots(home, capsys):
     assert "Boot failed: not a bootable disk" in out, out
     assert out.rstrip().endswith("No bootable device."), out
     assert "halted" in err
+
+
+def test_firmware_choices():
+    # The stub is the default: always built, while SeaBIOS is a package.
+    from drivebay.boot import firmware
+    assert vmstart.firmware_path(None) == vmstart.firmware_path("stub") == firmware.stub()
+    assert firmware.stub().stat().st_size == 128 << 10
+    assert vmstart.firmware_path("seabios") == firmware.seabios()
+    assert vmstart.firmware_path("/opt/bios.bin") == "/opt/bios.bin"
