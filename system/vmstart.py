@@ -12,13 +12,15 @@ may lack), ``seabios`` (Debian's unmodified bios-256k.bin) or a path to a
 BIOS image.  ``--firmware`` overrides the VM's setting for one run.
 """
 
+import contextlib
+
+from drivebay.block.io import IoThreads
 from drivebay.boot import firmware as firmware_files
-from drivebay.boot.machine import PcMachine
+from drivebay.boot.machine import DEFAULT_IO_THREADS, PcMachine
 from drivebay.errors import ConfigError
 from drivebay.system import snapshots
 
 DEFAULT_FIRMWARE = "stub"
-DEFAULT_BOOT_ORDER = "cad"          # PcMachine's own default: floppy, disk, CD
 
 
 def firmware_path(choice):
@@ -30,21 +32,27 @@ def firmware_path(choice):
 
 
 def start(home, ref, firmware=None, timeout_s=None, serial_out=None, debugcon_out=None,
-          should_stop=None):
-    """Boot the VM ``ref``; returns the CPU's RunResult when the run ends."""
-    with snapshots.power_on(home, ref) as session:
+          should_stop=None, io_threads=DEFAULT_IO_THREADS):
+    """Boot the VM ``ref``; returns the CPU's RunResult when the run ends.
+
+    The VM's media are opened on the machine's own I/O threads, so that the
+    CPU loop delivers their completions (boot/cpu.py)."""
+    with contextlib.ExitStack() as stack:
+        io = IoThreads(io_threads, name="drivebay-io")
+        stack.callback(io.close)                  # last: after the media are closed
+        session = stack.enter_context(snapshots.power_on(home, ref, io=io))
         vm = session.vm
-        if firmware is None:
-            firmware = getattr(session, "firmware", None) or getattr(vm.config, "firmware", None) \
-                or DEFAULT_FIRMWARE
-        boot_order = getattr(session, "boot_order", None) or DEFAULT_BOOT_ORDER
-        with PcMachine(memory_mb=vm.config.memory_mb, serial_out=serial_out,
-                       debugcon_out=debugcon_out, boot_order=boot_order) as machine:
-            for plan in session.devices:
-                try:
-                    machine.add_device(plan.name, **plan.options)
-                except ConfigError as e:
-                    raise ConfigError(f"VM {vm.name}: controller {plan.controller!r} "
-                                      f"({plan.name}): {e}") from None
-            machine.load_bios(firmware_path(firmware))
-            return machine.run(timeout_s=timeout_s, should_stop=should_stop)
+        firmware = firmware or session.firmware or DEFAULT_FIRMWARE
+        # The VM's boot order as QEMU's string; "" (every slot "none") boots
+        # nothing, and the firmware says so.
+        machine = stack.enter_context(PcMachine(
+            memory_mb=vm.config.memory_mb, serial_out=serial_out, debugcon_out=debugcon_out,
+            boot_order=session.boot_order, block_io=io))
+        for plan in session.devices:
+            try:
+                machine.add_device(plan.name, **plan.options)
+            except ConfigError as e:
+                raise ConfigError(f"VM {vm.name}: controller {plan.controller!r} "
+                                  f"({plan.name}): {e}") from None
+        machine.load_bios(firmware_path(firmware))
+        return machine.run(timeout_s=timeout_s, should_stop=should_stop)

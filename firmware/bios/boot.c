@@ -49,10 +49,9 @@ void boot_init(void)
     boot_order[0] = order & 0xF;
     boot_order[1] = order >> 4;
     boot_order[2] = flags3 >> 4;
-    if (!boot_order[0]) {              /* nothing set: disk, then CD */
-        boot_order[0] = BOOT_HD;
-        boot_order[1] = BOOT_CD;
-    }
+    /* An empty order boots nothing: it is what a VM whose boot slots are
+     * all "none" gets (VirtualBox then reports no bootable medium).  The
+     * machine always writes an order; QEMU's default is "cad". */
     boot_next = 0;
     cd_boot.active = false;
 }

@@ -64,6 +64,39 @@ def test_vm_start_stub_says_when_nothing_boots(home, capsys):
     assert "halted" in err
 
 
+def test_vm_start_follows_the_vm_boot_order(home, capsys):
+    """Every boot slot "none": nothing is tried, though the disk is bootable."""
+    assert main(["vm", "create", "--name", "n", "--ostype", "DOS", "--disk-size", "8"]) == 0
+    disk = capsys.readouterr().out.split("Disk: '")[1].split("'")[0]
+    write_mbr(disk)
+    assert main(["modifyvm", "n"] + [a for i in range(1, 5) for a in (f"--boot{i}", "none")]) == 0
+    capsys.readouterr()
+    assert main(["vm", "start", "n", "--timeout", "20"]) != 0
+    out, _ = capsys.readouterr()
+    assert "Booting from" not in out and out.rstrip().endswith("No bootable device."), out
+    assert main(["modifyvm", "n", "--boot1", "disk"]) == 0
+    result = vmstart.start(Home(), "n", timeout_s=60)
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD)
+
+
+def test_vm_start_serves_the_disks_from_the_machine_io_threads(home, capsys, monkeypatch):
+    assert main(["vm", "create", "--name", "t", "--ostype", "Ubuntu_64", "--disk-size", "8"]) == 0
+    disk = capsys.readouterr().out.split("Disk: '")[1].split("'")[0]
+    write_mbr(disk)
+    seen = []
+    real = vmstart.PcMachine
+
+    def machine(**kw):
+        m = real(**kw)
+        seen.append(m)
+        return m
+    monkeypatch.setattr(vmstart, "PcMachine", machine)
+    result = vmstart.start(Home(), "t", timeout_s=60)
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD)
+    hba = next(d for d in seen[0].devices.values() if type(d).__name__ == "AhciHba")
+    assert hba.ports[0].device.backend.io is hba.machine_io is seen[0].block_io
+
+
 def test_firmware_choices():
     # The stub is the default: always built, while SeaBIOS is a package.
     from drivebay.boot import firmware
