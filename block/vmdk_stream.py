@@ -349,11 +349,21 @@ class StreamExtent(SparseExtent):
             fixes.append(("rebuild",))
             return
         live = {s for s, _, what in regions if what.startswith("grain ")}
-        dead = [(s, n) for s, _, n in self.scan() if s not in live]
+        records = self.scan()
+        dead = [(s, n) for s, _, n in records if s not in live]
         if dead:
             report.leaks.append(f"{len(dead)} superseded grain record(s), "
                                 f"{sum(n for _, n in dead) * SECTOR_SIZE} bytes, in "
                                 f"{self.file.path} (compact rewrites the stream)")
+        # A writer killed with a copy of the tables ending the file (see the module
+        # docstring) leaves space between the last record and those tables.
+        records_end = max([s + n for s, _, n in records] + [max(self.hdr.overHead, 1)])
+        tables = min([self.hdr.gdOffset] + [e for e in self.gd if e]) - 1      # a marker first
+        if tables > records_end:
+            report.leaks.append(f"{(tables - records_end) * SECTOR_SIZE} bytes between the "
+                                f"grain records and the tables of {self.file.path} belong to "
+                                f"nothing (compact rewrites the stream)")
+        if dead or tables > records_end:
             fixes.append(("rewrite",))
 
     def repair(self, fixes, report):

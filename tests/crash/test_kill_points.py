@@ -287,3 +287,24 @@ def test_vmdk_stream_flush_with_no_new_record_copies_the_tables_first(tmp_path):
     assert code in (0, 3), output
     assert qemu_img_check(path, "vmdk")[0] == 0
     assert read_all(path)[:64 * KiB] in (grain, bytes(64 * KiB))
+
+
+def test_vmdk_stream_space_a_killed_writer_left_is_a_leak_repair_removes(tmp_path):
+    """Killed with its copy of the tables ending the file, a stream writer leaves
+    space between its grain records and that copy, where a consumer reading
+    the markers in sequence stops: a leak, which ``check -r all`` removes by
+    rewriting the stream."""
+    path = tmp_path / "disk.vmdk"
+    VmdkDriver.create(path, 16 * MiB, variant="stream")
+    grain = crashlib.op_data(("write", 0, 64 * KiB, 1))
+    with VmdkDriver.open(path, writable=True) as im:
+        im.write(0, grain)
+    assert crashlib.kill_before_write(path, lambda im: im.write(64 * KiB, grain), is_record)
+    size = os.path.getsize(path)
+    code, output = crashlib.img_check(str(path))
+    assert code == 3 and "between the grain records and the tables" in output, output
+    code, output = crashlib.img_check(str(path), repair=True)
+    assert code == 0 and "rewrote" in output, output
+    assert os.path.getsize(path) < size - MiB
+    assert read_all(path)[:128 * KiB] == grain + bytes(64 * KiB)
+    assert qemu_img_check(path, "vmdk")[0] == 0
