@@ -26,16 +26,18 @@ import time
 from dataclasses import dataclass
 
 from unicorn import (UC_ARCH_X86, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED,
-                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR,
+                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_INSN, UC_HOOK_INTR,
                      UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED,
                      UC_MODE_32, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, Uc, UcError)
 from unicorn import x86_const as X
 
 from drivebay import trace
-from drivebay.boot.slice_timer import SliceTimer
+from drivebay.boot.slice_timer import IF_SET, KICKED, TIMED_OUT, SliceTimer
 from drivebay.errors import GuestRunError
 
 PAGE = 0x1000
+PAGE_SHIFT = 12
+MAX_INSN_BYTES = 15             # the longest x86 instruction
 SLICE_US = 10_000              # longest stretch of guest code between interrupt checks
 EFLAGS_IF = 1 << 9
 EFLAGS_DF = 1 << 10
@@ -55,8 +57,6 @@ VECTOR_UD = 6
 # Gate types in an IDT descriptor (SDM vol. 3, 6.11).
 GATE_INT16, GATE_TRAP16, GATE_INT32, GATE_TRAP32 = 0x6, 0x7, 0xE, 0xF
 UNTIL = 1 << 40                 # an end address EIP can never reach
-IF_WATCH_MAX_NS = 2_000_000     # watch IF block by block for this long, then poll
-WAIT_SLICE_US = 1_000           # polling slice while an interrupt waits for IF
 IO_SLICE_US = 1_000             # slice length while block requests are in flight
 IO_WAIT_MAX_S = 0.005           # a halted CPU waits this long at most for a block completion
 MAX_SYNC_STEP_NS = 25_000_000   # virtual time moves at most this far between two looks
@@ -139,15 +139,14 @@ class Cpu:
         self._fault = None
         self._running = False
         self._kicked = False             # a device stopped the slice to deliver an interrupt
-        self._if_hook = None             # block hook watching for EFLAGS.IF (see _watch_if)
-        self._if_watch_since = None      # host time the current wait for IF began
         self._replay_candidate = None    # a REP INS/OUTS access the CPU may run again
         self._last_io = None             # (is_out, port, size, (eip, ecx), value) of the last one
         self._fresh_mmio = False         # no MMIO access yet in this slice
         self._mmio_replay = None         # (is_write, address, size, value) that may be replayed
         self._stop_requested = False     # emu_stop was called during this slice
         self.block_io = None             # the disks' I/O executor (see the class docstring)
-        self._slice_timer = SliceTimer(uc)
+        self._slice_timer = SliceTimer(uc, ram.size)
+        self.code_pages = self._slice_timer.code_pages   # pages code ran from (invalidate_code)
         uc.hook_add(UC_HOOK_INSN, self._hook_in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._hook_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INTR, self._hook_intr)
@@ -368,11 +367,17 @@ class Cpu:
 
     def interrupt_raised(self, level=True):
         """Sink for the interrupt controller's INTR line: stop the slice so the
-        interrupt is taken at the next instruction boundary."""
+        interrupt is taken at the next block boundary.
+
+        Not with emu_stop() from the device's callback: unicorn would then
+        run the interrupted MMIO or port access again after the stop, and
+        the interrupt handler between the two (with accesses of its own)
+        hides that it is a replay, so a write to a doorbell like PxCI would
+        reach the device twice.  The block hook stops before the next
+        block instead (slice_timer.py), where nothing is repeated."""
         if level and self._running:
             self._kicked = True
-            self._stop_requested = True
-            self.uc.emu_stop()
+            self._slice_timer.kick()
 
     def request_exit(self, code):
         self._stop(StopReason.EXIT, code)
@@ -396,9 +401,20 @@ class Cpu:
     def invalidate_code(self, address, length):
         """Forget translated code in RAM at [address, address + length): it was
         written behind unicorn's back (a device's DMA, a store of this loop).
-        Unicorn notices only the CPU's own stores to a page holding code."""
-        if length > 0:
-            self.uc.ctl_remove_cache(address, address + length)
+        Unicorn notices only the CPU's own stores to a page holding code.
+
+        Only pages code has run from since their last invalidation hold
+        translations (``code_pages``, kept by the block hook), so a DMA into
+        a data buffer costs a look at a few bytes; a page that did hold code
+        is dropped whole, which lets its mark be cleared."""
+        if length <= 0:
+            return
+        first, last = address >> PAGE_SHIFT, (address + length - 1) >> PAGE_SHIFT
+        marks = self.code_pages[first:last + 1]
+        if not marks or marks.tobytes().find(1) < 0:
+            return
+        self.uc.ctl_remove_cache(first << PAGE_SHIFT, (last + 1) << PAGE_SHIFT)
+        marks[:] = bytes(len(marks))
 
     def reg(self, name):
         return self.uc.reg_read(getattr(X, f"UC_X86_REG_{name.upper()}"))
@@ -617,9 +633,8 @@ class Cpu:
             # STI/POPF/IRET, as a CPU takes it at the next instruction boundary.
             waiting = self.intc is not None and self.intc.pending() and \
                 not self.reg("eflags") & EFLAGS_IF
-            slice_us = self._plan_if_watch(waiting)
-            if io is not None and io.busy:
-                slice_us = min(slice_us, IO_SLICE_US)
+            self._slice_timer.watch_if(waiting)
+            slice_us = IO_SLICE_US if io is not None and io.busy else SLICE_US
             self._running = True
             self._fresh_mmio = True
             self._stop_requested = False
@@ -636,7 +651,10 @@ class Cpu:
                 self._raise_fault(e)
             finally:
                 self._running = False
-                timed_out = timer.disarm()
+                why = timer.disarm()
+            timed_out = why == TIMED_OUT
+            if why == KICKED or why == IF_SET:
+                self._kicked = True
             # Stopped at the REP INS/OUTS of the last port access: that
             # iteration will run again when the guest gets back here (maybe
             # after an interrupt handler), so it becomes the replay candidate.
@@ -673,53 +691,20 @@ class Cpu:
         if current == 0xF4:
             self.set_reg("eip", self.reg("eip") + 1)
         else:
-            self._watch_if(False)
+            # Unicorn counts instructions with a code hook compiled into the
+            # blocks it translates from now on: a block cached earlier would
+            # run on uncounted, so the one at EIP is translated afresh.  The
+            # slice timer stays armed as a safety net all the same.
+            timer = self._slice_timer
+            timer.watch_if(False)
+            self.uc.ctl_remove_cache(at, at + MAX_INSN_BYTES)
+            timer.arm(time.monotonic_ns() + SLICE_US * 1000)
             try:
                 self.uc.emu_start(self.reg("eip"), UNTIL, count=1)
             except UcError as e:
                 self._raise_fault(e)
-
-    def _plan_if_watch(self, waiting):
-        """Decide how to notice IF being set while an interrupt waits.
-
-        The block hook costs a Python call per translation block, so it only
-        watches short interrupt-disabled stretches (the common ``pushf; cli;
-        ...; popf`` sections).  Code that keeps IF clear longer (firmware
-        POST) is instead checked every WAIT_SLICE_US; returns the slice length."""
-        now = time.monotonic_ns()
-        if not waiting:
-            self._if_watch_since = None
-            self._watch_if(False)
-            return SLICE_US
-        if self._if_watch_since is None:
-            self._if_watch_since = now
-        if now - self._if_watch_since < IF_WATCH_MAX_NS:
-            self._watch_if(True)
-            return SLICE_US
-        self._watch_if(False)
-        return WAIT_SLICE_US
-
-    def _watch_if(self, on):
-        """Install or remove the block hook that stops the CPU once IF is set.
-
-        TCG ends a translation block after every instruction that can set IF
-        (STI, POPF, IRET), so checking at block starts finds the first
-        instruction boundary where the interrupt may be taken.  Hooks apply
-        to code translated after they are added, hence the flushes; the hook
-        exists only while an interrupt waits, so normal code runs unhooked."""
-        if on == (self._if_hook is not None):
-            return
-        if on:
-            self._if_hook = self.uc.hook_add(UC_HOOK_BLOCK, self._hook_block_if)
-        else:
-            self.uc.hook_del(self._if_hook)
-            self._if_hook = None
-        self.uc.ctl_flush_tb()
-
-    def _hook_block_if(self, uc, address, size, data):
-        if uc.reg_read(X.UC_X86_REG_EFLAGS) & EFLAGS_IF:
-            self._kicked = True
-            uc.emu_stop()
+            finally:
+                timer.disarm()
 
     def _after_hlt(self):
         try:

@@ -23,29 +23,51 @@ import time
 import weakref
 
 from unicorn import UC_HOOK_BLOCK
+from unicorn import x86_const as X
 from unicorn.unicorn_py3 import unicorn as _unicorn
 
 from drivebay.boot import _slice_stop
 
-IDLE, DUE, STOPPED = 0, 1, 2       # the flag: slice running, deadline passed, hook stopped it
+# The hook's flag (must match _slice_stop.pyx).
+IDLE, DUE, TIMED_OUT, KICK, KICKED, IF_SET = range(6)
+PAGE_SHIFT = 12
+
+
+class _HookState(ctypes.Structure):
+    _fields_ = [("flag", ctypes.c_int32), ("watch_if", ctypes.c_int32),
+                ("eflags_reg", ctypes.c_int32), ("pages", ctypes.c_uint32),
+                ("code_pages", ctypes.POINTER(ctypes.c_uint8))]
 
 
 class SliceTimer:
-    """``arm(deadline_ns)`` before ``emu_start`` (without a timeout), ``disarm()``
-    after it: True when the slice ended because its deadline passed."""
+    """The CPU loop's C block hook and the thread that times its slices.
 
-    def __init__(self, uc):
+    ``arm(deadline_ns)`` before ``emu_start`` (without a timeout),
+    ``disarm()`` after it, which tells why the hook stopped the slice:
+    TIMED_OUT, KICKED (``kick()``: stop before the next block, to take an
+    interrupt a device raised in a callback), IF_SET (``watch_if(True)``:
+    stop once the guest sets EFLAGS.IF) or IDLE (the hook did not stop it:
+    HLT, a stop from a callback, an error).  ``code_pages`` (one byte per
+    4 KiB page of the first ``ram_size`` bytes) marks the pages blocks ran
+    from since the byte was last cleared."""
+
+    def __init__(self, uc, ram_size=0):
         lib = _unicorn.uclib
-        self._flag = ctypes.c_int(IDLE)
-        hook = _slice_stop.hook_address(ctypes.cast(lib.uc_emu_stop, ctypes.c_void_p).value)
+        pages = ram_size >> PAGE_SHIFT
+        self._pages = (ctypes.c_uint8 * max(1, pages))()
+        self.code_pages = memoryview(self._pages).cast("B")
+        self._state = _HookState(IDLE, 0, X.UC_X86_REG_EFLAGS, pages,
+                                 ctypes.cast(self._pages, ctypes.POINTER(ctypes.c_uint8)))
+        hook = _slice_stop.hook_address(ctypes.cast(lib.uc_emu_stop, ctypes.c_void_p).value,
+                                        ctypes.cast(lib.uc_reg_read, ctypes.c_void_p).value)
         handle = _unicorn.uc_hook_h()
         status = lib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
-                                 ctypes.c_void_p(hook), ctypes.cast(ctypes.byref(self._flag),
-                                                                    ctypes.c_void_p),
+                                 ctypes.c_void_p(hook),
+                                 ctypes.cast(ctypes.byref(self._state), ctypes.c_void_p),
                                  ctypes.c_uint64(1), ctypes.c_uint64(0))
         if status != 0:
             raise OSError(f"uc_hook_add for the slice timer failed with unicorn error {status}")
-        self._uc = uc                      # the hook reads self._flag as long as the engine lives
+        self._uc = uc                      # the hook reads self._state as long as the engine lives
         self._cond = threading.Condition()
         self._deadline = None              # monotonic ns at which the running slice ends
         thread = threading.Thread(target=_serve, args=(weakref.ref(self), self._cond),
@@ -55,15 +77,23 @@ class SliceTimer:
     def arm(self, deadline_ns):
         with self._cond:
             self._deadline = deadline_ns
-            self._flag.value = IDLE
+            self._state.flag = IDLE
             self._cond.notify()
 
     def disarm(self):
         with self._cond:
             self._deadline = None
-            stopped = self._flag.value == STOPPED
-            self._flag.value = IDLE
-            return stopped
+            why = self._state.flag
+            self._state.flag = IDLE
+            return why if why in (TIMED_OUT, KICKED, IF_SET) else IDLE
+
+    def kick(self):
+        """Stop the running slice before its next block (CPU thread only)."""
+        if self._state.flag == IDLE:
+            self._state.flag = KICK
+
+    def watch_if(self, on):
+        self._state.watch_if = 1 if on else 0
 
     def _due_in(self):
         """Timer side: mark the deadline passed; else the seconds left (None: no slice)."""
@@ -72,7 +102,8 @@ class SliceTimer:
         left = self._deadline - time.monotonic_ns()
         if left > 0:
             return left / 1e9
-        self._flag.value = DUE
+        if self._state.flag == IDLE:
+            self._state.flag = DUE
         self._deadline = None
         return None
 

@@ -311,3 +311,52 @@ def test_rep_string_io_survives_stops(machine, direction, bulk):
     stored = [int.from_bytes(ram.buffer[0x200000 + 2 * i:0x200002 + 2 * i], "little") for i in range(words)]
     assert stored == list(range(1, words + 1))
     assert bool(calls) == bulk and len(calls) < (words // 100 if bulk else 1)
+
+
+@pytest.mark.parametrize("access", ["mmio", "port"])
+def test_a_doorbell_that_raises_an_interrupt_is_written_once(machine, access):
+    """A device raising its interrupt inside the guest's write (an AHCI PxCI
+    doorbell completing at once), with IF set and an interrupt handler that
+    touches the device itself: the write reaches the device once, the
+    handler runs once, and the guest goes on after the write."""
+    cpu, ram, intc, writes = machine
+    doorbells, reads = [], []
+
+    def ring(offset, size, value):
+        doorbells.append(value)
+        intc.armed += 1
+        cpu.interrupt_raised()
+    if access == "mmio":
+        cpu.mmio.add("bell", 0xFEB00000, 0x10, lambda o, s: reads.append(o) or 0, ring)
+        ring_insn, status_insn = "movl %eax, 0xFEB00000", "movl 0xFEB00004, %eax"
+    else:
+        cpu.io.add("bell", 0x300, 8, lambda o, s: reads.append(o) or 0, ring)
+        ring_insn, status_insn = "movw $0x300, %dx; outl %eax, %dx", \
+            "movw $0x304, %dx; inl %dx, %eax"
+    start_pm(cpu, ram, IDT_SETUP + gate(0x20, "isr") + f"""
+    xorl %ebx, %ebx
+    sti
+    movl $0x11, %eax
+    {ring_insn}
+    movl $0x22, %ecx               /* after the write: runs once, after the handler */
+    movb %cl, %al
+    outb %al, $0x80
+1:  cmpl $1, %ebx
+    jb 1b
+    movw $0, %ax
+    movw $0x501, %dx; outw %ax, %dx
+isr:
+    pushl %eax
+    pushl %edx
+    {status_insn}                  /* the handler reads the device's status */
+    incl %ebx
+    movb $0x33, %al
+    outb %al, $0x80
+    popl %edx
+    popl %eax
+    iret
+""")
+    result = cpu.run(budget_ns=2_000_000_000)
+    assert result.reason == StopReason.EXIT
+    assert doorbells == [0x11] and intc.acks == 1 and len(reads) == 1
+    assert sorted(writes) == [0x22, 0x33]
