@@ -106,7 +106,9 @@ class ExtentLine:
         if self.type == "ZERO":
             return f"{self.access} {self.sectors} ZERO"
         text = f'{self.access} {self.sectors} {self.type} "{self.filename}"'
-        if self.type in FLAT_TYPES:
+        # VMware writes VMFS-family lines without an offset, and QEMU refuses
+        # a VMFS line that has one; FLAT lines always carry theirs.
+        if self.type == "FLAT" or (self.type in FLAT_TYPES and self.offset):
             text += f" {self.offset}"
         return text + (f" {self.extra}" if self.extra else "")
 

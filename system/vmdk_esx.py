@@ -6,12 +6,8 @@ VirtualBox's ESX image flag makes a preallocated disk whose descriptor says
 keeps in its datastore.  The VMDK driver creates the same layout as
 monolithicFlat (a FLAT extent); this module makes that image and turns its
 descriptor into the vmfs one through the descriptor API of
-block/vmdk_descriptor.py.  A VMFS extent line carries no offset (VMware
-writes none and QEMU refuses one), which the descriptor renderer does not
-know yet, so the line is written without it here.  Until it does, an
-image drivebay has written to carries the offset again (the driver
-re-renders the descriptor) and QEMU refuses that file; drivebay reads it
-either way.
+block/vmdk_descriptor.py (which renders a VMFS line without an offset,
+as VMware writes it and QEMU requires).
 """
 
 import os
@@ -31,15 +27,10 @@ def create_esx(path, size, uuid=None):
     try:
         with open(path, "rb") as f:
             desc = vd.parse(f.read(), path)
-        extents = list(desc.extents)
         desc.create_type = ESX_CREATE_TYPE
-        text = desc.render()
-        for e in extents:
-            flat = e.render()
+        for e in desc.extents:
             e.type = ESX_EXTENT_TYPE
-            vmfs = e.render()
-            vmfs = vmfs.removesuffix(f" {e.offset}") if e.offset == 0 else vmfs
-            text = text.replace(flat, vmfs)
+        text = desc.render()
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
             f.write(text.encode("utf-8"))

@@ -689,7 +689,7 @@ def test_descriptor_round_trip_keeps_what_it_does_not_know(tmp_path):
     assert 'isNativeSnapshot="no"' in text and 'changeTrackPath="v-ctk.vmdk"' in text
     assert 'encoding="windows-1252"' in text and f["ddb.comment"] == "caf\xe9"
     assert f["ddb.toolsVersion"] == "10304" and f["ddb.uuid"] == "60 00 C2 9b 69 2f 6e 4a"
-    assert extent_lines(text) == [("RW", "2048", "VMFS", "v-flat.vmdk", "0")]
+    assert extent_lines(text) == [("RW", "2048", "VMFS", "v-flat.vmdk", "")]
     assert (tmp_path / "v-flat.vmdk").read_bytes()[:1] == b"x"
 
 

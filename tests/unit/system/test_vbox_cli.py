@@ -407,6 +407,10 @@ def test_createmedium_esx(home, tmp_path, capsys):
     with open(tmp_path / "esx-flat.vmdk", "rb") as f:
         f.seek(MiB)
         assert f.read(16) == b"on the datastore"
+    # Written to by drivebay (the descriptor re-rendered): still QEMU's vmfs.
+    assert 'RW 8192 VMFS "esx-flat.vmdk"\n' in (tmp_path / "esx.vmdk").read_text()
+    subprocess.run(["qemu-img", "info", str(tmp_path / "esx.vmdk")], capture_output=True,
+                   check=True)
     for variant, message in (("ESX,Stream", "preallocated VMFS disk"),
                              ("ESX", "already exists")):
         code, _, err = run(capsys, "createmedium", "--filename", tmp_path / "esx.vmdk",
