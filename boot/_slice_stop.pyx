@@ -7,6 +7,7 @@ block, and nothing is executed twice.  Its user data is a ``HookState``:
 * ``flag``: the timer thread sets DUE when the slice's deadline passes, the
   CPU loop sets KICK when a device raised an interrupt during a callback;
   the hook then stops the engine and records which (TIMED_OUT, KICKED).
+  SKIP_ONE: let this block run and stop at the next one.
 * ``watch_if``: while set (an interrupt waits for EFLAGS.IF), the hook reads
   EFLAGS and stops with IF_SET once the guest has set IF.
 * ``code_pages``/``pages``: one byte per 4 KiB page of guest RAM, set for
@@ -29,6 +30,7 @@ cdef enum:
     KICK = 3
     KICKED = 4
     IF_SET = 5
+    SKIP_ONE = 6
 
 cdef struct HookState:
     int32_t flag
@@ -56,6 +58,8 @@ cdef void block_hook(void *uc, uint64_t address, uint32_t size, void *user_data)
     elif st.flag == KICK:
         st.flag = KICKED
         _emu_stop(uc)
+    elif st.flag == SKIP_ONE:
+        st.flag = KICK
     elif st.watch_if:
         _reg_read(uc, st.eflags_reg, &eflags)
         if eflags & 0x200:

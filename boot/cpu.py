@@ -20,16 +20,18 @@ Not supported yet: paging during interrupt delivery, task gates, privilege
 changes (ring 3 interrupted), virtual-8086 mode.
 """
 
+import ctypes
 import enum
 import struct
 import time
 from dataclasses import dataclass
 
 from unicorn import (UC_ARCH_X86, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED,
-                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_INSN, UC_HOOK_INTR,
+                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
                      UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED,
                      UC_MODE_32, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, Uc, UcError)
 from unicorn import x86_const as X
+from unicorn.unicorn_py3 import unicorn as _uc_native
 
 from drivebay import trace
 from drivebay.boot.slice_timer import IF_SET, KICKED, TIMED_OUT, SliceTimer
@@ -146,6 +148,9 @@ class Cpu:
         self._stop_requested = False     # emu_stop was called during this slice
         self.block_io = None             # the disks' I/O executor (see the class docstring)
         self._slice_timer = SliceTimer(uc, ram.size)
+        self._uch = uc._uch
+        self._reg_value = ctypes.c_uint64()
+        self._reg_ref = ctypes.byref(self._reg_value)
         self.code_pages = self._slice_timer.code_pages   # pages code ran from (invalidate_code)
         uc.hook_add(UC_HOOK_INSN, self._hook_in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._hook_out, None, 1, 0, X.UC_X86_INS_OUT)
@@ -417,7 +422,19 @@ class Cpu:
         marks[:] = bytes(len(marks))
 
     def reg(self, name):
-        return self.uc.reg_read(getattr(X, f"UC_X86_REG_{name.upper()}"))
+        """A register by name ("eip", "cs", "eflags", "cr0"...): general,
+        segment (the selector) and control registers, through libunicorn
+        directly (its Python wrapper's per-call dispatch cost more than the
+        loop's own work for each interrupt taken)."""
+        regid = _REG_IDS.get(name)
+        if regid is None:
+            return self.uc.reg_read(getattr(X, f"UC_X86_REG_{name.upper()}"))
+        value = self._reg_value
+        value.value = 0
+        status = _uc_reg_read(self._uch, regid, self._reg_ref)
+        if status:
+            raise UcError(status)
+        return value.value
 
     def set_reg(self, name, value):
         self.uc.reg_write(getattr(X, f"UC_X86_REG_{name.upper()}"), value)
@@ -691,20 +708,34 @@ class Cpu:
         if current == 0xF4:
             self.set_reg("eip", self.reg("eip") + 1)
         else:
-            # Unicorn counts instructions with a code hook compiled into the
-            # blocks it translates from now on: a block cached earlier would
-            # run on uncounted, so the one at EIP is translated afresh.  The
-            # slice timer stays armed as a safety net all the same.
-            timer = self._slice_timer
-            timer.watch_if(False)
-            self.uc.ctl_remove_cache(at, at + MAX_INSN_BYTES)
-            timer.arm(time.monotonic_ns() + SLICE_US * 1000)
-            try:
-                self.uc.emu_start(self.reg("eip"), UNTIL, count=1)
-            except UcError as e:
-                self._raise_fault(e)
-            finally:
-                timer.disarm()
+            self._step_one(at)
+
+    def _step_one(self, at):
+        """Run the one instruction at linear ``at`` and stop.
+
+        Not with emu_start(count=1): unicorn drops every translated block
+        when the next run goes back to counting nothing, which costs a
+        millisecond of retranslation for each interrupt taken this way.
+        Instead, a code hook on the bytes after the instruction stops the
+        CPU at the next one when it falls through, and the block hook stops
+        it at the next block when it jumps (a jump ends its block).  The
+        block at ``at`` is translated afresh around the hook, and again
+        after, so no cached block outlives it."""
+        timer = self._slice_timer
+        timer.watch_if(False)
+        uc = self.uc
+        hook = uc.hook_add(UC_HOOK_CODE, _stop_at_hook, None, at + 1, at + MAX_INSN_BYTES)
+        uc.ctl_remove_cache(at, at + MAX_INSN_BYTES + 1)
+        timer.arm(time.monotonic_ns() + SLICE_US * 1000)       # a safety net
+        timer.stop_after_this_block()
+        try:
+            uc.emu_start(self.reg("eip"), UNTIL)
+        except UcError as e:
+            self._raise_fault(e)
+        finally:
+            timer.disarm()
+            uc.hook_del(hook)
+            uc.ctl_remove_cache(at, at + MAX_INSN_BYTES + 1)
 
     def _after_hlt(self):
         try:
@@ -758,6 +789,17 @@ class Cpu:
         if err.errno in (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_ERR_FETCH_UNMAPPED):
             raise GuestRunError(f"access to unmapped memory at EIP {eip:#x}: {err}", eip) from None
         raise GuestRunError(f"CPU error at EIP {eip:#x} (CS {self.reg('cs'):#x}): {err}", eip) from None
+
+
+def _stop_at_hook(uc, address, size, data):
+    uc.emu_stop()                # before the instruction at ``address`` runs
+
+
+# Registers read through _uc_reg_read: at most 8 bytes each.
+_REG_IDS = {name: getattr(X, f"UC_X86_REG_{name.upper()}") for name in (
+    "eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp", "eip", "eflags",
+    "cs", "ds", "es", "fs", "gs", "ss", "cr0", "cr2", "cr3", "cr4")}
+_uc_reg_read = _uc_native.uclib.uc_reg_read
 
 
 class _DeliveryFault(Exception):

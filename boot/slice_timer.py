@@ -29,7 +29,7 @@ from unicorn.unicorn_py3 import unicorn as _unicorn
 from drivebay.boot import _slice_stop
 
 # The hook's flag (must match _slice_stop.pyx).
-IDLE, DUE, TIMED_OUT, KICK, KICKED, IF_SET = range(6)
+IDLE, DUE, TIMED_OUT, KICK, KICKED, IF_SET, SKIP_ONE = range(7)
 PAGE_SHIFT = 12
 
 
@@ -91,6 +91,10 @@ class SliceTimer:
         """Stop the running slice before its next block (CPU thread only)."""
         if self._state.flag == IDLE:
             self._state.flag = KICK
+
+    def stop_after_this_block(self):
+        """Let the block about to run complete, then stop (CPU thread only)."""
+        self._state.flag = SKIP_ONE
 
     def watch_if(self, on):
         self._state.watch_if = 1 if on else 0
