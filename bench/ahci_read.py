@@ -28,7 +28,6 @@ not timed: it is listed under ``<emulator>_failed_runs`` and run again.
 """
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -45,6 +44,8 @@ from harness import QEMU, QEMU_DEVICES, parse_tap  # noqa: E402
 from drivebay.boot.cpu import StopReason  # noqa: E402
 from drivebay.boot.firmware import guest_program  # noqa: E402
 from drivebay.boot.machine import DEFAULT_IO_THREADS, PcMachine  # noqa: E402
+
+import benchlib
 
 MiB = 1 << 20
 SECTOR = 512
@@ -177,7 +178,7 @@ def main():
     ap.add_argument("--io-threads", type=int, default=DEFAULT_IO_THREADS)
     ap.add_argument("--case", action="append", help="run only these cases")
     ap.add_argument("--only", choices=("drivebay", "qemu"), help="run one emulator (no ratios)")
-    ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "ahci_read.json"))
+    ap.add_argument("--out", default=benchlib.default_out("ahci_read"))
     args = ap.parse_args()
     emulators = [args.only] if args.only else ["drivebay", "qemu"]
     chosen = {k: v for k, v in cases(args).items() if not args.case or k in args.case}
@@ -209,9 +210,7 @@ def main():
             print(line, flush=True)
             result[name] = row
     if len(emulators) == 2 and not args.case:
-        out = pathlib.Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        benchlib.save_results(args.out, result)
     return 0
 
 

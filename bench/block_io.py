@@ -17,7 +17,6 @@ sides (qemu-img -t writeback), so these measure the block layers, not the disk.
 """
 
 import argparse
-import json
 import os
 import pathlib
 import random
@@ -30,6 +29,8 @@ from drivebay.block import bitmap_impl
 from drivebay.block.chain import open_chain
 from drivebay.block.convert import convert
 from drivebay.block.drivers import driver_for
+
+import benchlib
 
 QEMU_FMT = {"raw": "raw", "vdi": "vdi", "vhd": "vpc", "vmdk": "vmdk", "parallels": "parallels"}
 MiB = 1 << 20
@@ -78,7 +79,7 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--random-reads", type=int, default=50_000)
     ap.add_argument("--formats", default="raw,vdi,vhd,vmdk,parallels")
-    ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "block_io.json"))
+    ap.add_argument("--out", default=benchlib.default_out("block_io"))
     args = ap.parse_args()
     size = args.size_mib * MiB
     results = {"size_bytes": size, "bitmap_backend": bitmap_impl.BACKEND, "formats": {}}
@@ -125,9 +126,7 @@ def main():
             results["formats"][fmt] = r
             print(f"{fmt}: " + ", ".join(
                 f"{k} {v.get('ratio_vs_d1', v.get('ratio')):.2f}x" for k, v in r.items()))
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    benchlib.save_results(args.out, results)
     return 0
 
 

@@ -13,7 +13,6 @@ with the ratio drivebay/QEMU (above 1: drivebay is slower).
 """
 
 import argparse
-import json
 import pathlib
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import bootimages  # noqa: E402
 
 from drivebay.boot.cpu import StopReason  # noqa: E402
 from drivebay.boot.firmware import seabios  # noqa: E402
+
+import benchlib
 
 BUDGET_S = 300                  # virtual (drivebay) and wall (QEMU) seconds before a run fails
 CONTROLLERS = ("piix3-ide", "ahci")
@@ -69,9 +70,7 @@ def main():
             result[controller] = row
             print(f"{controller}: drivebay {best:.2f} s (virtual {virtual:.2f} s), "
                   f"qemu {min(qemu):.2f} s, ratio {row['ratio_drivebay_to_qemu']:.2f}")
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    benchlib.save_results(args.out, result)
     return 0
 
 

@@ -10,7 +10,6 @@ bench/results/ide_read.json as MB/s and the ratio drivebay/QEMU.
 """
 
 import argparse
-import json
 import pathlib
 import struct
 import sys
@@ -21,6 +20,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 from harness import run_drivebay, run_qemu  # noqa: E402
 
 from drivebay.boot.firmware import guest_program  # noqa: E402
+
+import benchlib
 
 MiB = 1 << 20
 
@@ -47,7 +48,7 @@ def main():
     ap.add_argument("--pio-mib", type=int, default=4)
     ap.add_argument("--dma-mib", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "ide_read.json"))
+    ap.add_argument("--out", default=benchlib.default_out("ide_read"))
     args = ap.parse_args()
     elf = guest_program("bench_ide")
     result = {"benchmark": "ide_read"}
@@ -65,9 +66,7 @@ def main():
             result[mode] = row
             print(f"{mode}: drivebay {row['drivebay_MBps']:.1f} MB/s, qemu {row['qemu_MBps']:.1f} MB/s, "
                   f"ratio {row['ratio_drivebay_to_qemu']:.3f}")
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    benchlib.save_results(args.out, result)
     return 0
 
 

@@ -33,7 +33,6 @@ I/O threads.
 """
 
 import argparse
-import json
 import mmap
 import os
 import pathlib
@@ -46,6 +45,8 @@ import time
 
 from drivebay.block.backend import BlockBackend
 from drivebay.block.io import IoThreads, Op, Request
+
+import benchlib
 
 QEMU_FMT = {"raw": "raw", "vdi": "vdi", "vhd": "vpc"}
 MiB = 1 << 20
@@ -143,7 +144,7 @@ def main():
                     help="also measure cache-on reads through the I/O threads only")
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/var/tmp"),
                     help="a disk-backed folder (O_DIRECT)")
-    ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "io_path.json"))
+    ap.add_argument("--out", default=benchlib.default_out("io_path"))
     args = ap.parse_args()
     size = args.size_mib * MiB
     depths = [int(d) for d in args.depths.split(",")]
@@ -177,9 +178,7 @@ def main():
                                   f"{row['drivebay'][v]['iops']:8.0f}/s {row['drivebay'][v]['ratio']:5.2f}x"
                                   for v in row["drivebay"]), flush=True)
             img.unlink()
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    benchlib.save_results(args.out, results)
     return 0
 
 

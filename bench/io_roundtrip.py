@@ -24,6 +24,8 @@ from drivebay.boot.cpu import StopReason
 from drivebay.boot.firmware import guest_program
 from drivebay.boot.machine import PcMachine
 
+import benchlib
+
 QEMU = ["qemu-system-x86_64", "-machine", "pc", "-m", "64", "-serial", "stdio",
         "-display", "none", "-monitor", "none", "-no-reboot", "-accel", "tcg",
         "-device", "isa-debug-exit,iobase=0x501,iosize=2"]
@@ -59,7 +61,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=100_000, help="accesses of each kind per run")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "io_roundtrip.json"))
+    ap.add_argument("--out", default=benchlib.default_out("io_roundtrip"))
     args = ap.parse_args()
     elf = guest_program("bench_io")
     accesses = 2 * args.n

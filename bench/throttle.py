@@ -25,7 +25,6 @@ figures (the tests in tests/unit/block/test_throttle.py use a fake clock).
 """
 
 import argparse
-import json
 import mmap
 import os
 import pathlib
@@ -37,6 +36,8 @@ import time
 from drivebay.block.backend import BlockBackend
 from drivebay.block.io import IoThreads, Op, Request
 from drivebay.block.throttle import BandwidthGroups, parse_limit
+
+import benchlib
 
 MiB = 1 << 20
 REQ = 64 << 10
@@ -238,7 +239,7 @@ def main():
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--count", type=int, default=50000)
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/var/tmp"))
-    ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "throttle.json"))
+    ap.add_argument("--out", default=benchlib.default_out("throttle"))
     args = ap.parse_args()
     io = IoThreads(4)
     results = {}
@@ -265,9 +266,7 @@ def main():
                   f"{c['cost_percent']:+.2f} % time (best runs), "
                   f"{c['median_cost_percent']:+.2f} % (medians)")
     io.close()
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    benchlib.save_results(args.out, results)
     return 0
 
 
