@@ -15,6 +15,8 @@ block, and nothing is executed twice.  Its user data is a ``HookState``:
   code, so that a device's DMA invalidates translations only there.
 
 It is C because a Python block hook would cost a Python call per block.
+``stop_hook`` is the CPU loop's one-instruction step (cpu.py, _step_one): a
+code hook on the bytes after an instruction.
 """
 
 from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t, uintptr_t
@@ -65,6 +67,17 @@ cdef void block_hook(void *uc, uint64_t address, uint32_t size, void *user_data)
         if eflags & 0x200:
             st.flag = IF_SET
             _emu_stop(uc)
+
+
+cdef void stop_hook(void *uc, uint64_t address, uint32_t size, void *user_data) noexcept nogil:
+    # A code hook over a range: stop before the instruction at ``address``.
+    _emu_stop(uc)
+
+
+def stop_hook_address():
+    """A code hook that stops the engine before the first instruction it is
+    called for (after hook_address() has given it uc_emu_stop)."""
+    return <uintptr_t>&stop_hook
 
 
 def hook_address(uintptr_t emu_stop, uintptr_t reg_read):

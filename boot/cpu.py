@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 
 from unicorn import (UC_ARCH_X86, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED,
-                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
+                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_INSN, UC_HOOK_INTR,
                      UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED,
                      UC_MODE_32, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, Uc, UcError)
 from unicorn import x86_const as X
@@ -217,6 +217,8 @@ class Cpu:
         return value
 
     def _mmio_write(self, uc, offset, size, value, page):
+        if self._stop_reason is not None:
+            return                       # the machine has stopped (see run)
         self.time.sync()
         address = page + offset
         replay = self._mmio_replay
@@ -287,6 +289,8 @@ class Cpu:
         return value
 
     def _hook_out(self, uc, port, size, value, data):
+        if self._stop_reason is not None:
+            return                       # the machine has stopped (see run)
         self.time.sync()
         eip, ecx = uc.reg_read(X.UC_X86_REG_EIP), uc.reg_read(X.UC_X86_REG_ECX)
         cand = self._replay_candidate
@@ -437,7 +441,14 @@ class Cpu:
         return value.value
 
     def set_reg(self, name, value):
-        self.uc.reg_write(getattr(X, f"UC_X86_REG_{name.upper()}"), value)
+        regid = _REG_IDS.get(name)
+        if regid is None:
+            self.uc.reg_write(getattr(X, f"UC_X86_REG_{name.upper()}"), value)
+            return
+        self._reg_value.value = value
+        status = _uc_reg_write(self._uch, regid, self._reg_ref)
+        if status:
+            raise UcError(status)
 
     @property
     def protected(self):
@@ -679,11 +690,14 @@ class Cpu:
             if last is not None and last[3][0] == self.reg("eip") and \
                     self._rep_string_io(last[3][0]) is not None:
                 self._replay_candidate = last
+            # A stop asked for inside a callback (the exit port, a reset) ends
+            # the run even though unicorn ran on to the end of the block, and
+            # whatever those instructions raised is moot.
+            if self._stop_reason is not None:
+                break
             if self._pending_soft is not None:
                 self._deliver_hook_vector(self._pending_soft)
                 continue
-            if self._stop_reason is not None:
-                break
             if self._kicked:
                 continue
             # A slice that ended before its deadline right after a HLT halted
@@ -724,7 +738,7 @@ class Cpu:
         timer = self._slice_timer
         timer.watch_if(False)
         uc = self.uc
-        hook = uc.hook_add(UC_HOOK_CODE, _stop_at_hook, None, at + 1, at + MAX_INSN_BYTES)
+        hook = timer.add_stop_hook(at + 1, at + MAX_INSN_BYTES)
         uc.ctl_remove_cache(at, at + MAX_INSN_BYTES + 1)
         timer.arm(time.monotonic_ns() + SLICE_US * 1000)       # a safety net
         timer.stop_after_this_block()
@@ -734,7 +748,7 @@ class Cpu:
             self._raise_fault(e)
         finally:
             timer.disarm()
-            uc.hook_del(hook)
+            timer.remove_hook(hook)
             uc.ctl_remove_cache(at, at + MAX_INSN_BYTES + 1)
 
     def _after_hlt(self):
@@ -791,15 +805,12 @@ class Cpu:
         raise GuestRunError(f"CPU error at EIP {eip:#x} (CS {self.reg('cs'):#x}): {err}", eip) from None
 
 
-def _stop_at_hook(uc, address, size, data):
-    uc.emu_stop()                # before the instruction at ``address`` runs
-
-
-# Registers read through _uc_reg_read: at most 8 bytes each.
+# Registers read and written through libunicorn directly: at most 8 bytes each.
 _REG_IDS = {name: getattr(X, f"UC_X86_REG_{name.upper()}") for name in (
     "eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp", "eip", "eflags",
     "cs", "ds", "es", "fs", "gs", "ss", "cr0", "cr2", "cr3", "cr4")}
 _uc_reg_read = _uc_native.uclib.uc_reg_read
+_uc_reg_write = _uc_native.uclib.uc_reg_write
 
 
 class _DeliveryFault(Exception):

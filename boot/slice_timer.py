@@ -22,7 +22,7 @@ import threading
 import time
 import weakref
 
-from unicorn import UC_HOOK_BLOCK
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE
 from unicorn import x86_const as X
 from unicorn.unicorn_py3 import unicorn as _unicorn
 
@@ -68,6 +68,7 @@ class SliceTimer:
         if status != 0:
             raise OSError(f"uc_hook_add for the slice timer failed with unicorn error {status}")
         self._uc = uc                      # the hook reads self._state as long as the engine lives
+        self._stop_hook = _slice_stop.stop_hook_address()
         self._cond = threading.Condition()
         self._deadline = None              # monotonic ns at which the running slice ends
         thread = threading.Thread(target=_serve, args=(weakref.ref(self), self._cond),
@@ -91,6 +92,21 @@ class SliceTimer:
         """Stop the running slice before its next block (CPU thread only)."""
         if self._state.flag == IDLE:
             self._state.flag = KICK
+
+    def add_stop_hook(self, begin, end):
+        """A code hook stopping the CPU before any instruction in [begin,
+        end] (it applies to blocks translated from now on); returns the
+        handle for ``remove_hook``."""
+        handle = _unicorn.uc_hook_h()
+        status = _unicorn.uclib.uc_hook_add(self._uc._uch, ctypes.byref(handle), UC_HOOK_CODE,
+                                            ctypes.c_void_p(self._stop_hook), None,
+                                            ctypes.c_uint64(begin), ctypes.c_uint64(end))
+        if status != 0:
+            raise OSError(f"uc_hook_add for a stop hook failed with unicorn error {status}")
+        return handle
+
+    def remove_hook(self, handle):
+        _unicorn.uclib.uc_hook_del(self._uc._uch, handle)
 
     def stop_after_this_block(self):
         """Let the block about to run complete, then stop (CPU thread only)."""

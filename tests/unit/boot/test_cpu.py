@@ -360,3 +360,56 @@ isr:
     assert result.reason == StopReason.EXIT
     assert doorbells == [0x11] and intc.acks == 1 and len(reads) == 1
     assert sorted(writes) == [0x22, 0x33]
+
+
+@pytest.mark.parametrize("follower", ["incl %ebx", "jmp 3f\n3:"])
+def test_the_sti_shadow_lets_exactly_one_instruction_run(machine, follower):
+    """An interrupt waiting while IF is clear is taken after the instruction
+    that follows STI (SDM vol. 2, STI), here inside a one-instruction window
+    ``sti; X; cli``: the handler sees X done, and the CLI not yet."""
+    cpu, ram, intc, writes = machine
+    start_pm(cpu, ram, IDT_SETUP + gate(0x20, "isr") + f"""
+    xorl %ebx, %ebx
+    xorl %esi, %esi
+    movl $5, %edi
+2:  sti
+    {follower}
+    cli
+    cmpl $0, %esi
+    jne 4f
+    decl %edi
+    jnz 2b
+4:  movl %esi, %eax
+    outb %al, $0x80
+    movw $0, %ax
+    movw $0x501, %dx; outw %ax, %dx
+isr:
+    movl %ebx, %eax
+    addl $0x10, %eax
+    outb %al, $0x80             /* what the follower left: 0x11 after incl, 0x10 after jmp */
+    movl $1, %esi
+    iret
+""")
+    intc.armed = 1                                # pending from the start, IF clear
+    result = cpu.run(budget_ns=2_000_000_000)
+    assert result.reason == StopReason.EXIT and intc.acks == 1
+    assert writes == [0x11 if follower.startswith("incl") else 0x10, 1]
+
+
+def test_the_exit_port_ends_the_run_before_what_follows_it(machine):
+    """Unicorn runs on to the end of the block after a callback stops it:
+    those instructions reach no device, and a fault among them (an IRET
+    with no frame here) does not outlive the exit."""
+    cpu, ram, intc, writes = machine
+    start_pm(cpu, ram, IDT_SETUP + """
+    movb $1, %al
+    outb %al, $0x80
+    movw $3, %ax
+    movw $0x501, %dx; outw %ax, %dx
+    movb $0x99, %al
+    outb %al, $0x80
+    iret
+""")
+    result = cpu.run(budget_ns=1_000_000_000)
+    assert (result.reason, result.exit_code) == (StopReason.EXIT, 3)
+    assert writes == [1]
