@@ -45,6 +45,17 @@ def el_torito_iso(path, code=None):
     return path
 
 
+def ide(disk=None, cd=None):
+    """The PIIX3 IDE with a disk on the primary master and/or a CD drive on
+    the secondary master, as run_stub takes it."""
+    drives = {}
+    if disk is not None:
+        drives[0, 0] = {"type": "hdd", "path": str(disk)}
+    if cd is not None:
+        drives[1, 0] = {"type": "dvddrive", "path": str(cd)}
+    return ("piix3-ide", {"drives": drives})
+
+
 def test_the_rom_has_the_pc_layout():
     rom = stub().read_bytes()
     assert len(rom) == 128 << 10
@@ -55,7 +66,7 @@ def test_the_rom_has_the_pc_layout():
 
 def test_stub_boots_an_mbr_from_the_ide_disk(tmp_path):
     disk = mbr_disk(tmp_path / "disk.img")
-    result, log = run_stub([("piix3-ide", {"drives": {(0, 0): {"type": "hdd", "path": str(disk)}}})])
+    result, log = run_stub([ide(disk=disk)])
     assert "drivebay BIOS boot stub" in log
     assert "ata0-0: VBOX HARDDISK, ATA, 8192 sectors, drive 80h" in log, log
     assert "Booting from Hard Disk 0..." in log
@@ -76,7 +87,7 @@ def test_stub_boots_an_mbr_from_an_ahci_port(tmp_path):
 
 def test_stub_boots_el_torito_from_the_ide_cd(tmp_path):
     iso = el_torito_iso(tmp_path / "boot.iso")
-    result, log = run_stub([("piix3-ide", {"drives": {(1, 0): {"type": "dvddrive", "path": str(iso)}}})])
+    result, log = run_stub([ide(cd=iso)])
     assert "ata1-0: VBOX CD-ROM, ATAPI" in log and "drive e0h" in log, log
     assert "Booting from DVD/CD..." in log
     assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
@@ -87,9 +98,7 @@ def test_stub_follows_the_cmos_boot_order(tmp_path, order, first):
     # Both are bootable: the first device of the boot order wins.
     disk = mbr_disk(tmp_path / "disk.img")
     iso = el_torito_iso(tmp_path / "boot.iso")
-    result, log = run_stub([("piix3-ide", {"drives": {
-        (0, 0): {"type": "hdd", "path": str(disk)},
-        (1, 0): {"type": "dvddrive", "path": str(iso)}}})], boot_order=order)
+    result, log = run_stub([ide(disk=disk, cd=iso)], boot_order=order)
     assert log.count("Booting from") == 1 and f"Booting from {first}..." in log, log
     assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
 
@@ -99,9 +108,7 @@ def test_stub_falls_through_to_the_next_boot_device(tmp_path):
     empty = tmp_path / "empty.img"
     empty.write_bytes(bytes(1 << 20))
     iso = el_torito_iso(tmp_path / "boot.iso")
-    result, log = run_stub([("piix3-ide", {"drives": {
-        (0, 0): {"type": "hdd", "path": str(empty)},
-        (1, 0): {"type": "dvddrive", "path": str(iso)}}})], boot_order="cd")
+    result, log = run_stub([ide(disk=empty, cd=iso)], boot_order="cd")
     assert "Boot failed: not a bootable disk\r\nBooting from DVD/CD..." in log, log
     assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
 
@@ -136,9 +143,7 @@ def test_stub_int18_boots_the_next_device(tmp_path):
     # The disk's boot sector gives up with INT 18h: the CD is next in line.
     disk = boot_disk_with(tmp_path, "    int $0x18\n2:  hlt\n    jmp 2b\n")
     iso = el_torito_iso(tmp_path / "boot.iso")
-    result, log = run_stub([("piix3-ide", {"drives": {
-        (0, 0): {"type": "hdd", "path": str(disk)},
-        (1, 0): {"type": "dvddrive", "path": str(iso)}}})], boot_order="cd")
+    result, log = run_stub([ide(disk=disk, cd=iso)], boot_order="cd")
     assert "Booting from Hard Disk 0...\r\nBooting from DVD/CD..." in log, log
     assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
 
@@ -241,7 +246,7 @@ def test_stub_reports_the_el_torito_boot_image(tmp_path):
     jmp 2b
 """, 0x7C00)
     path = el_torito_iso(tmp_path / "boot.iso", code)
-    result, log = run_stub([("piix3-ide", {"drives": {(1, 0): {"type": "dvddrive", "path": str(path)}}})])
+    result, log = run_stub([ide(cd=path)])
     assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
 
 
@@ -286,5 +291,5 @@ def test_stub_services_preserve_the_callers_registers(tmp_path):
 2:  hlt
     jmp 2b
 """)
-    result, log = run_stub([("piix3-ide", {"drives": {(0, 0): {"type": "hdd", "path": str(disk)}}})])
+    result, log = run_stub([ide(disk=disk)])
     assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
