@@ -19,6 +19,15 @@ from drivebay.boot.firmware import stub
 from drivebay.boot.machine import PcMachine
 from test_seabios_boot import GOOD, boot_code, mbr_disk
 
+# The end of the boot programs below: BL (GOOD or the failed check's number)
+# to the exit port, then halt.
+REPORT_BL = """9:  movb %bl, %al
+    movw $0x501, %dx
+    outb %al, %dx
+2:  hlt
+    jmp 2b
+"""
+
 
 def run_stub(devices, timeout_s=30, boot_order="cad", memory_mb=64):
     serial = bytearray()
@@ -182,12 +191,7 @@ def test_stub_teletype_cursor_and_keyboard_from_the_serial_port(tmp_path):
     movb $0x14, %bl
     jnz 9f                      /* ZF=1: no key left */
     movb ${GOOD}, %bl
-9:  movb %bl, %al
-    movw $0x501, %dx
-    outb %al, %dx
-2:  hlt
-    jmp 2b
-""")
+{REPORT_BL}""")
     serial = bytearray()
     with PcMachine(memory_mb=64, serial_out=serial.extend) as machine:
         machine.add_device("piix3-ide", drives={(0, 0): {"type": "hdd", "path": str(disk)}})
@@ -239,12 +243,7 @@ def test_stub_reports_the_el_torito_boot_image(tmp_path):
     cmpl $0, 0x10(%si)           /* sectors: the ISO's size */
     je 9f
     movb ${GOOD}, %bl
-9:  movb %bl, %al
-    movw $0x501, %dx
-    outb %al, %dx
-2:  hlt
-    jmp 2b
-""", 0x7C00)
+{REPORT_BL}""", 0x7C00)
     path = el_torito_iso(tmp_path / "boot.iso", code)
     result, log = run_stub([ide(cd=path)])
     assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
@@ -285,11 +284,6 @@ def test_stub_services_preserve_the_callers_registers(tmp_path):
     jne 9f
     movb $0x20, %bl{checks}
     movb ${GOOD}, %bl
-9:  movb %bl, %al
-    movw $0x501, %dx
-    outb %al, %dx
-2:  hlt
-    jmp 2b
-""")
+{REPORT_BL}""")
     result, log = run_stub([ide(disk=disk)])
     assert (result.reason, result.exit_code) == (StopReason.EXIT, GOOD), log
