@@ -3,7 +3,7 @@
     drivebay --version
     drivebay demo                      boot the built-in demo guest
     drivebay boot ELF [--cmdline ...]  run a multiboot guest program
-    drivebay boot --bios ROM           run system firmware (e.g. SeaBIOS) from reset
+    drivebay boot --bios stub|seabios|ROM   run system firmware from reset
     drivebay programs                  list the guest programs built from firmware/
     drivebay img VERB ...              create, inspect, convert, merge images (system/img.py)
     drivebay vm|modifyvm|storagectl|storageattach|bandwidthctl|snapshot|clonevm ...
@@ -27,7 +27,7 @@ from drivebay import __version__, trace
 from drivebay.boot import firmware
 from drivebay.boot.machine import PcMachine
 from drivebay.errors import DrivebayError, GuestRunError
-from drivebay.system import console, img, vbox_cli, vbox_media_cli
+from drivebay.system import console, img, vbox_cli, vbox_media_cli, vmstart
 
 def _run(machine, timeout):
     result = console.run_interruptible(
@@ -42,8 +42,7 @@ def cmd_boot(args):
     machine = PcMachine(memory_mb=args.memory, serial_out=console.output("stdout"),
                         debugcon_out=console.output(debugcon))
     if args.bios:
-        bios = firmware.seabios() if args.bios == "seabios" else args.bios
-        machine.load_bios(bios)
+        machine.load_bios(vmstart.firmware_path(args.bios))
     else:
         machine.load_program(args.program, cmdline=args.cmdline)
     return _run(machine, args.timeout)
@@ -80,8 +79,9 @@ def build_parser():
     b = sub.add_parser("boot", help="run a multiboot guest program or system firmware")
     b.add_argument("program", nargs="?", help="guest program (multiboot ELF)")
     b.add_argument("--cmdline", default="", help="multiboot command line for the guest")
-    b.add_argument("--bios", metavar="ROM",
-                   help="start from the reset vector with this BIOS image ('seabios' for Debian's)")
+    b.add_argument("--bios", metavar="stub|seabios|ROM",
+                   help="start from the reset vector with this BIOS image ('stub': drivebay's "
+                        "own, 'seabios': Debian's)")
     b.add_argument("--memory", type=int, default=64, metavar="MB", help="guest RAM (default 64)")
     b.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="power off after this much virtual time")

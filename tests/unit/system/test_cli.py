@@ -64,3 +64,10 @@ def test_trace_names_registers():
     assert done.returncode == 0
     assert "[pci] 00:00.0 i440fx VENDOR_ID/DEVICE_ID -> 0x12378086" in done.stderr
     assert "[pio] outb 0x03f8 com1.RBR/THR" in done.stderr
+
+
+def test_boot_bios_stub_with_no_disks():
+    done = run("boot", "--bios", "stub", "--timeout", "20")
+    assert done.stdout.startswith("drivebay BIOS boot stub\r\n"), done.stdout
+    assert done.stdout.rstrip().endswith("No bootable device."), done.stdout
+    assert done.returncode != 0 and "halted" in done.stderr
