@@ -68,6 +68,6 @@ def test_trace_names_registers():
 
 def test_boot_bios_stub_with_no_disks():
     done = run("boot", "--bios", "stub", "--timeout", "20")
-    assert done.stdout.startswith("drivebay BIOS boot stub\r\n"), done.stdout
+    assert done.stdout.startswith("drivebay BIOS boot stub\n"), done.stdout
     assert done.stdout.rstrip().endswith("No bootable device."), done.stdout
     assert done.returncode != 0 and "halted" in done.stderr
