@@ -142,7 +142,7 @@ class Cpu:
         self._running = False
         self._kicked = False             # a device stopped the slice to deliver an interrupt
         self._replay_candidate = None    # a REP INS/OUTS access the CPU may run again
-        self._last_io = None             # (is_out, port, size, (eip, ecx), value) of the last one
+        self._last_io = None             # (is_out, port, size, (eip, ecx, edi|esi), value) of the last one
         self._fresh_mmio = False         # no MMIO access yet in this slice
         self._mmio_replay = None         # (is_write, address, size, value) that may be replayed
         self._stop_requested = False     # emu_stop was called during this slice
@@ -151,6 +151,8 @@ class Cpu:
         self._uch = uc._uch
         self._reg_value = ctypes.c_uint64()
         self._reg_ref = ctypes.byref(self._reg_value)
+        self._ins_batch = _register_batch("eip", "ecx", "edi")
+        self._outs_batch = _register_batch("eip", "ecx", "esi")
         self.code_pages = self._slice_timer.code_pages   # pages code ran from (invalidate_code)
         uc.hook_add(UC_HOOK_INSN, self._hook_in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._hook_out, None, 1, 0, X.UC_X86_INS_OUT)
@@ -259,12 +261,12 @@ class Cpu:
 
     def _hook_in(self, uc, port, size, data):
         self.time.sync()
-        eip, ecx = uc.reg_read(X.UC_X86_REG_EIP), uc.reg_read(X.UC_X86_REG_ECX)
+        where = eip, ecx, edi = self._ins_regs()
         cand = self._replay_candidate
         if cand is not None and cand[3][0] == eip:
             # Back at the stopped instruction: the replay, or it moved on.
             self._replay_candidate = None
-            if cand[:4] == (False, port, size, (eip, ecx, uc.reg_read(X.UC_X86_REG_EDI))):
+            if cand[:4] == (False, port, size, where):
                 return cand[4]
         region = self.io.find(port)
         if region is not None and region.read_repeat is not None and ecx > 1 and size > 1:
@@ -276,49 +278,62 @@ class Cpu:
                     if n > 1:
                         # Unit 0 too: should the CPU be stopped before its
                         # store, the replayed iteration stores the last unit.
-                        edi = uc.reg_read(X.UC_X86_REG_EDI)
                         self._write_linear(step[1] + edi, data[:n * size])
-                        uc.reg_write(X.UC_X86_REG_EDI, edi + size * (n - 1))
-                        uc.reg_write(X.UC_X86_REG_ECX, ecx - (n - 1))
+                        self.set_reg("edi", edi + size * (n - 1))
+                        self.set_reg("ecx", ecx - (n - 1))
                     last_value = int.from_bytes(data[(n - 1) * size:n * size], "little")
                     self._last_io = (False, port, size,
-                                     (eip, ecx - (n - 1), uc.reg_read(X.UC_X86_REG_EDI)), last_value)
+                                     (eip, ecx - (n - 1), edi + size * (n - 1)), last_value)
                     return int.from_bytes(data[:size], "little")
         value = self.io.read(port, size)
-        self._last_io = (False, port, size, (eip, ecx, uc.reg_read(X.UC_X86_REG_EDI)), value)
+        self._last_io = (False, port, size, where, value)
         return value
 
     def _hook_out(self, uc, port, size, value, data):
         if self._stop_reason is not None:
             return                       # the machine has stopped (see run)
         self.time.sync()
-        eip, ecx = uc.reg_read(X.UC_X86_REG_EIP), uc.reg_read(X.UC_X86_REG_ECX)
+        where = eip, ecx, esi = self._outs_regs()
         cand = self._replay_candidate
         if cand is not None and cand[3][0] == eip:
             self._replay_candidate = None
-            if cand == (True, port, size, (eip, ecx, uc.reg_read(X.UC_X86_REG_ESI)), value):
+            if cand == (True, port, size, where, value):
                 return
         region = self.io.find(port)
         if region is not None and region.write_repeat is not None and ecx > 1 and size > 1:
             step = self._string_io(eip)
             if step is not None and step[0] == "outs":
-                esi = uc.reg_read(X.UC_X86_REG_ESI)
                 rest = self._read_phys(self._linear(step[1] + esi + size), size * (ecx - 1))
                 units = self.io.write_repeat(region, port, size,
                                              value.to_bytes(size, "little") + rest)
                 if units > 1:
                     # The last unit taken is the one unicorn now reads and "writes".
-                    uc.reg_write(X.UC_X86_REG_ESI, esi + size * (units - 1))
-                    uc.reg_write(X.UC_X86_REG_ECX, ecx - (units - 1))
+                    self.set_reg("esi", esi + size * (units - 1))
+                    self.set_reg("ecx", ecx - (units - 1))
                     last_value = int.from_bytes(rest[(units - 2) * size:(units - 1) * size], "little")
                     self._last_io = (True, port, size,
-                                     (eip, ecx - (units - 1), uc.reg_read(X.UC_X86_REG_ESI)), last_value)
+                                     (eip, ecx - (units - 1), esi + size * (units - 1)), last_value)
                     return
                 if units == 1:
-                    self._last_io = (True, port, size, (eip, ecx, esi), value)
+                    self._last_io = (True, port, size, where, value)
                     return
         self.io.write(port, size, value)
-        self._last_io = (True, port, size, (eip, ecx, uc.reg_read(X.UC_X86_REG_ESI)), value)
+        self._last_io = (True, port, size, where, value)
+
+    def _ins_regs(self):
+        """(EIP, ECX, EDI) in one call: what identifies an INS iteration."""
+        return self._read_batch(self._ins_batch)
+
+    def _outs_regs(self):
+        """(EIP, ECX, ESI): what identifies an OUTS iteration."""
+        return self._read_batch(self._outs_batch)
+
+    def _read_batch(self, batch):
+        ids, values, pointers = batch
+        status = _uc_reg_read_batch(self._uch, ids, pointers, len(values))
+        if status:
+            raise UcError(status)
+        return tuple(v.value for v in values)
 
     def _rep_string_io(self, eip):
         """(opcode, prefixes) of a REP INS/OUTS at CS:EIP, in any mode; else None."""
@@ -811,6 +826,15 @@ _REG_IDS = {name: getattr(X, f"UC_X86_REG_{name.upper()}") for name in (
     "cs", "ds", "es", "fs", "gs", "ss", "cr0", "cr2", "cr3", "cr4")}
 _uc_reg_read = _uc_native.uclib.uc_reg_read
 _uc_reg_write = _uc_native.uclib.uc_reg_write
+_uc_reg_read_batch = _uc_native.uclib.uc_reg_read_batch
+
+
+def _register_batch(*names):
+    """Arguments for uc_reg_read_batch reading ``names`` (32-bit registers)."""
+    values = [ctypes.c_uint32() for _ in names]
+    ids = (ctypes.c_int * len(names))(*(_REG_IDS[n] for n in names))
+    pointers = (ctypes.c_void_p * len(names))(*(ctypes.addressof(v) for v in values))
+    return ids, values, pointers
 
 
 class _DeliveryFault(Exception):
