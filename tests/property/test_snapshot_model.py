@@ -10,7 +10,7 @@ import tempfile
 
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 
 from drivebay.block import merge as merge_mod
 from drivebay.block.vdi import VdiDriver
@@ -18,6 +18,7 @@ from drivebay.errors import ImageError
 from drivebay.system import snapshots
 from drivebay.system import vm as vmmod
 from drivebay.system.vm import Home
+from snapshot_rules import SnapshotRules
 
 SIZE = 2 << 20                 # two VDI blocks: writes cross block boundaries
 MAX_WRITE = 8192
@@ -27,7 +28,9 @@ class Interrupted(ImageError):
     pass
 
 
-class SnapshotMachine(RuleBasedStateMachine):
+class SnapshotMachine(SnapshotRules):
+    MAX_SNAPSHOTS = 8
+
     def __init__(self):
         super().__init__()
         self.tmp = tempfile.mkdtemp(prefix="snapmodel-")
@@ -84,26 +87,6 @@ class SnapshotMachine(RuleBasedStateMachine):
                 c.write_zeroes(start, n)
         self.disk[start:start + n] = bytes(n)
 
-    @precondition(lambda self: len(self.snaps) < 8)
-    @rule()
-    def take(self):
-        self.names += 1
-        snap = snapshots.take(self.home, "m", f"s{self.names}")
-        self.snaps[snap.uuid] = bytes(self.disk)
-
-    @precondition(lambda self: self.snaps)
-    @rule(pick=st.data())
-    def restore(self, pick):
-        uuid = pick.draw(st.sampled_from(list(self.snaps)))
-        snapshots.restore(self.home, "m", uuid)
-        self.disk[:] = self.snaps[uuid]
-
-    @precondition(lambda self: self.snaps)
-    @rule(pick=st.data())
-    def delete(self, pick):
-        uuid = pick.draw(st.sampled_from(list(self.snaps)))
-        snapshots.delete(self.home, "m", uuid)
-        del self.snaps[uuid]
 
     @precondition(lambda self: self.snaps)
     @rule(pick=st.data())

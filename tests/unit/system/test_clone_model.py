@@ -9,19 +9,22 @@ import tempfile
 
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, rule
 
 from drivebay.block.vdi import VdiDriver
 from drivebay.system import medium_ids, snapshots
 from drivebay.system import vm as vmmod
 from drivebay.system.vm import Home
+from snapshot_rules import SnapshotRules
 
 SIZE = 3 << 20                 # three VDI blocks
 MAX_WRITE = 3 << 19
 SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
-class TreeMachine(RuleBasedStateMachine):
+class TreeMachine(SnapshotRules):
+    MAX_SNAPSHOTS = 6
+
     def __init__(self):
         super().__init__()
         # In memory where there is a tmpfs: every step fsyncs VM files and images.
@@ -77,26 +80,6 @@ class TreeMachine(RuleBasedStateMachine):
         self._change(start, zeroes=n)
         self.disk[start:start + n] = bytes(n)
 
-    @precondition(lambda self: len(self.snaps) < 6)
-    @rule()
-    def take(self):
-        self.names += 1
-        snap = snapshots.take(self.home, "m", f"s{self.names}")
-        self.snaps[snap.uuid] = bytes(self.disk)
-
-    @precondition(lambda self: self.snaps)
-    @rule(pick=st.data())
-    def restore(self, pick):
-        uuid = pick.draw(st.sampled_from(list(self.snaps)))
-        snapshots.restore(self.home, "m", uuid)
-        self.disk[:] = self.snaps[uuid]
-
-    @precondition(lambda self: self.snaps)
-    @rule(pick=st.data())
-    def delete(self, pick):
-        uuid = pick.draw(st.sampled_from(list(self.snaps)))
-        snapshots.delete(self.home, "m", uuid)
-        del self.snaps[uuid]
 
     @rule(pick=st.data())
     def set_uuid(self, pick):
