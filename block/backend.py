@@ -197,6 +197,9 @@ class BlockBackend(AsyncMedium):
                  non_rotational=False, name=None, io=None, host_cache=True,
                  bandwidth_group=None, write_cache_bytes=WRITE_CACHE_BYTES, nowait_reads=True):
         self.chain = chain if isinstance(chain, Chain) else Chain([chain])
+        self._read_only_asked = read_only
+        self._write_cache_bytes = write_cache_bytes
+        self._nowait_asked = nowait_reads
         self.read_only = read_only or not self.chain.top.writable
         self.sector_size = sector_size
         self.discard_enabled = discard
@@ -210,16 +213,22 @@ class BlockBackend(AsyncMedium):
         self._exclusive_jobs = []            # writes, flushes... waiting for the one I/O thread
         self._exclusive_busy = False         # that is running them (see _serve)
         self._init_async(io, bandwidth_group)
-        if not host_cache:
-            try:
-                self._host_cache_off(write_cache_bytes)
-            except BaseException:
-                self._leave_group()
-                raise
+        try:
+            self._chain_opened()
+        except BaseException:
+            self._leave_group()
+            raise
+
+    def _chain_opened(self):
+        """Set up what depends on the images: the write cache of host cache
+        off, and whether reads may be served on the submitting thread."""
+        if not self.host_cache:
+            self._host_cache_off(self._write_cache_bytes)
         # Reads the host page cache holds are served on the submitting thread
         # (preadv2 RWF_NOWAIT never blocks): no thread hand-over for them.
         # Only where every image reads its data straight from its file.
-        self._nowait_reads = nowait_reads and host_cache and hasattr(os, "RWF_NOWAIT") and \
+        self._nowait_reads = self._nowait_asked and self.host_cache and \
+            hasattr(os, "RWF_NOWAIT") and \
             all(type(image).read_allocated_into is BlockDriver.read_allocated_into
                 for image in self.chain.images)
 
@@ -296,13 +305,53 @@ class BlockBackend(AsyncMedium):
         timer, self._drain_timer = self._drain_timer, None
         if timer is not None:
             timer.cancel()
-        self.chain.close()
+        if self.chain is not None:
+            self.chain.close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+    # -- switching images under a running device (live snapshots) -------------------------
+
+    def detach_chain(self):
+        """Wait for every request, write out the write cache, flush, and close
+        the images (releasing their locks).  The backend, which devices and a
+        bandwidth group hold, stays; it has no images until ``attach_chain``.
+        A live snapshot does this with the CPU paused, so that no request
+        arrives meanwhile (QEMU drains the same way before it puts an overlay
+        on a running disk).  Returns the detached images' top path."""
+        self.drain()
+        timer, self._drain_timer = self._drain_timer, None
+        if timer is not None:
+            timer.cancel()
+        try:
+            self._drain_cache(errors=True)
+            if not self.read_only:
+                self.chain.flush()
+        finally:
+            chain, self.chain = self.chain, None
+            self._direct_files = []
+            self._nowait_reads = False
+            chain.close()
+        return chain.path
+
+    def attach_chain(self, chain):
+        """Serve requests from ``chain`` (a Chain or one image) from now on."""
+        if self.chain is not None:
+            raise ConfigError(f"{self.name}: attach_chain on a backend that has images")
+        chain = chain if isinstance(chain, Chain) else Chain([chain])
+        self.chain = chain
+        self.read_only = self._read_only_asked or not chain.top.writable
+        try:
+            self._chain_opened()
+        except BaseException:
+            self.chain = None
+            self._direct_files = []
+            chain.close()
+            raise
 
     # -- the work ------------------------------------------------------------------------
 
