@@ -46,7 +46,8 @@ from drivebay.block import merge as merge_mod
 from drivebay.block.backend import DISK_SECTOR, OPTICAL_SECTOR, BlockBackend
 from drivebay.block.convert import convert
 from drivebay.block.drivers import driver_for, open_image
-from drivebay.block.locking import ImageLockedError
+from drivebay.block.chain import open_chain
+from drivebay.block.locking import ImageLockedError, image_locking
 from drivebay.block.throttle import BandwidthGroup, Limits
 from drivebay.errors import ConfigError, MediaError
 from drivebay.system.layer_copy import copy_layer
@@ -451,6 +452,22 @@ class Session:
                               f"(locked by another session)") from None
         self._run_fd = fd
 
+    def _medium_of(self, a):
+        """The registered medium attached at ``a``, and how to open it."""
+        media = self.home.media
+        m = media.get(a.medium)
+        if m.format == "viso":
+            raise MediaError(f"VM '{self.vm.name}': '{m.location}' is a VISO file, "
+                             f"which drivebay cannot read yet; make an ISO of it "
+                             f"with 'drivebay visotoiso'")
+        base_type = media.effective_type(m.uuid)
+        read_only = a.type == "dvddrive" or m.type == "readonly"
+        return m, base_type, read_only
+
+    def _locked_out(self, m, base_type, e):
+        return MediaError(f"Cannot power on '{self.vm.name}': medium '{m.location}' "
+                          f"({base_type}) is in use by another running VM or process: {e}")
+
     def _open_media(self):
         """Open every attached medium as a BlockBackend (which locks it)."""
         media = self.home.media
@@ -463,16 +480,11 @@ class Session:
             for a in cfg.attachments:
                 if a.medium is None:
                     continue
-                m = media.get(a.medium)
-                if m.format == "viso":
-                    raise MediaError(f"VM '{self.vm.name}': '{m.location}' is a VISO file, "
-                                     f"which drivebay cannot read yet; make an ISO of it "
-                                     f"with 'drivebay visotoiso'")
-                base_type = media.effective_type(m.uuid)
+                m, base_type, read_only = self._medium_of(a)
                 optical = a.type == "dvddrive"
                 try:
                     backend = BlockBackend.open(
-                        m.location, read_only=optical or m.type == "readonly",
+                        m.location, read_only=read_only,
                         format=m.format, resolver=media.resolver,
                         shareable=base_type == "shareable", discard=a.discard,
                         non_rotational=a.non_rotational, name=f"{a.controller}-{a.port}-{a.device}",
@@ -481,14 +493,34 @@ class Session:
                         bandwidth_group=self.bandwidth_groups.get(a.bandwidth_group),
                         io=self.io)
                 except ImageLockedError as e:
-                    raise MediaError(f"Cannot power on '{self.vm.name}': medium "
-                                     f"'{m.location}' ({base_type}) is in use by another "
-                                     f"running VM or process: {e}") from None
+                    raise self._locked_out(m, base_type, e) from None
                 self.backends[a.slot] = backend
         except BaseException:
             self._close_media()
             raise
         self.devices = machine_devices(self.vm, media, self.backends)
+
+    def _reattach_media(self):
+        """Give every open backend the chain its attachment names now (after a
+        snapshot put differencing images on top)."""
+        media = self.home.media
+        failures = []
+        for a in self.vm.config.attachments:
+            backend = self.backends.get(a.slot)
+            if backend is None or backend.chain is not None:
+                continue
+            m, base_type, read_only = self._medium_of(a)
+            try:
+                with image_locking(shareable=base_type == "shareable"):
+                    chain = open_chain(m.location, writable=not read_only, format=m.format,
+                                       resolver=media.resolver)
+                backend.attach_chain(chain)
+            except ImageLockedError as e:
+                failures.append(self._locked_out(m, base_type, e))
+            except MediaError as e:
+                failures.append(e)
+        if failures:
+            raise failures[0]
 
     def _close_media(self):
         backends, self.backends = self.backends, {}
@@ -501,17 +533,34 @@ class Session:
     def running(self):
         return self._run_fd is not None
 
+    def set_bandwidth(self, name, bytes_per_second):
+        """A bandwidth group's new limit, taken at once by the disks in it
+        (``bandwidthctl set`` on a running VM)."""
+        group = self.bandwidth_groups.get(name)
+        if group is None:
+            raise ConfigError(f"VM '{self.vm.name}' has no bandwidth group '{name}' "
+                              f"(groups added while it runs take effect at its next start)")
+        if not isinstance(bytes_per_second, int) or bytes_per_second < 0:
+            raise ValueError(f"bandwidth group '{name}': bad limit {bytes_per_second!r}")
+        group.set_limits(Limits(bps_total=bytes_per_second))
+        return {"name": name, "bytes_per_second": bytes_per_second}
+
     def take_snapshot(self, name, description="", unique_name=None):
-        """An online snapshot of the running VM.  The media are closed, the
-        snapshot taken and the new differencing images opened: a running
-        machine must take the new ``devices`` (backends) from here."""
-        self._close_media()
+        """An online snapshot of the running VM.  Call it with the CPU
+        stopped between two slices (system/control.py does): every disk's
+        requests are drained and flushed and its images closed, the snapshot
+        is taken, and the same backends, which the devices keep, open the
+        new differencing images (or, if the snapshot failed, the old ones)."""
+        for backend in self.backends.values():
+            if backend.chain is not None:
+                backend.detach_chain()
         try:
             snap = take(self.home, self.vm.uuid, name, description, unique_name, _session=self)
         finally:
             with self.home.locked():
                 self.vm = self.home.find_vm(self.vm.uuid)
-                self._open_media()
+                self._reattach_media()
+                self.devices = machine_devices(self.vm, self.home.media, self.backends)
         return snap
 
     def close(self):

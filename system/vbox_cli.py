@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from drivebay.errors import ConfigError
-from drivebay.system import medium_ids, ostypes, snapshots
+from drivebay.system import control, medium_ids, ostypes, snapshots
 from drivebay.system import vm as vmmod
 from drivebay.system.progress import TerminalProgress
 from drivebay.system.vm import BUSES, Home
@@ -62,13 +62,24 @@ def cmd_vm_create(args):
     return 0
 
 
+def vm_state(vm):
+    """showvminfo's VMState: poweroff, running or paused (a running VM says
+    which through its control channel)."""
+    if not vmmod.is_running(vm):
+        return "poweroff"
+    try:
+        return control.request(vm, "status", timeout_s=5)["state"]
+    except ConfigError:
+        return "running"             # starting up, or busy: running all the same
+
+
 def cmd_vm_list(args):
     home = home_of(args)
     for e in home.entries():
         if args.long:
             try:
                 vm = home.load(e)
-                state = "running" if vmmod.is_running(vm) else "powered off"
+                state = {"poweroff": "powered off"}.get(vm_state(vm), vm_state(vm))
                 print(f'"{e.name}" {{{e.uuid}}} {vm.ostype} {state} {e.path}')
             except ConfigError as err:
                 print(f'"{e.name}" {{{e.uuid}}} inaccessible: {err}')
@@ -83,7 +94,7 @@ def show_lines(home, vm):
            f"CfgFile={_q(vm.path)}", f"SnapFldr={_q(vm.snapshot_folder)}",
            f"memory={vm.config.memory_mb}", f"firmware={_q(vm.config.firmware)}",
            *(f"boot{i + 1}={_q(d)}" for i, d in enumerate(vm.config.boot_order)),
-           f"VMState={_q('running' if vmmod.is_running(vm) else 'poweroff')}"]
+           f"VMState={_q(vm_state(vm))}"]
     if vm.description:
         out.append(f"description={_q(vm.description)}")
     for i, c in enumerate(vm.config.controllers):
@@ -126,15 +137,26 @@ def show_lines(home, vm):
 
 
 def cmd_vm_start(args):
+    from drivebay.boot.cpu import StopReason
     from drivebay.system import console, vmstart
     home = home_of(args)
 
-    def run(should_stop):
+    interrupted = []
+
+    def run(ctrl_c):
+        def should_stop():
+            if ctrl_c():
+                interrupted.append(True)
+                return True
+            return False
         return vmstart.start(home, args.vm, firmware=args.firmware, timeout_s=args.timeout,
                              serial_out=console.output("stdout"),
                              debugcon_out=console.output(args.debugcon),
                              should_stop=should_stop)
     result = console.run_interruptible(run)
+    if result.reason is StopReason.STOPPED and not interrupted:
+        print("\ndrivebay: powered off (controlvm poweroff)", file=sys.stderr)
+        return 0
     # A test runner's timeout is not a failure: the guest was still running.
     return console.exit_status(result, args.timeout, timeout_status=0)
 
@@ -155,7 +177,8 @@ def cmd_vm_show(args):
         print(f"Firmware:        {vm.config.firmware}")
         for i, d in enumerate(vm.config.boot_order):
             print(f"Boot Device {i + 1}:   {d}")
-        print(f"State:           {'running' if vmmod.is_running(vm) else 'powered off'}")
+        state = vm_state(vm)
+        print(f"State:           {'powered off' if state == 'poweroff' else state}")
         for c in vm.config.controllers:
             print(f"Storage Controller: {c.name} ({c.controller}, {c.bus}, {c.port_count} ports, "
                   f"host I/O cache {'on' if c.host_io_cache else 'off'}"
@@ -352,6 +375,26 @@ def cmd_bandwidthctl(args):
         else:
             vmmod.bandwidth_remove(vm, args.name)
         vm.save()
+        running = vmmod.is_running(vm)
+    if args.action == "set" and running:
+        # The running VM's disks take the new limit at once, as in VirtualBox.
+        group = next(g for g in vm.config.bandwidth_groups if g.name == args.name)
+        control.request(vm, "bandwidth-set", name=group.name,
+                        bytes_per_second=group.bytes_per_second)
+    return 0
+
+
+# -- controlvm ----------------------------------------------------------------------------
+
+def cmd_controlvm(args):
+    home = home_of(args)
+    with home.locked():
+        vm = home.find_vm(args.vm)
+    if not vmmod.is_running(vm):
+        raise ConfigError(f"Machine '{vm.name}' is not currently running")
+    reply = control.request(vm, args.action)
+    if args.action == "status":
+        print(f"VMState=\"{reply['state']}\"")
     return 0
 
 
@@ -394,13 +437,15 @@ def cmd_snapshot(args):
             vm = home.find_vm(args.vm)
             running = vmmod.is_running(vm)
         if running:
-            # The running process holds the disks open and writes them; only
-            # it could switch them to the new differencing images.
-            raise ConfigError(f"snapshot take{' --live' if args.live else ''}: the VM "
-                              f"'{vm.name}' is running in another process (drivebay vm "
-                              f"start), and drivebay has no control channel into a running "
-                              f"VM yet to switch its disks to new differencing images; power "
-                              f"it off and take the snapshot then")
+            # The running process holds the disks open and writes them: it
+            # switches them to the new differencing images itself, between
+            # two slices of guest execution (system/control.py).  The guest
+            # pauses for that moment with or without --live.
+            reply = control.request(vm, "snapshot-take", name=args.target,
+                                    description=args.description or "",
+                                    uniquename=args.uniquename)
+            print(f"Snapshot taken. UUID: {reply['uuid']}")
+            return 0
         if args.live:
             warn(f"--live: the VM '{vm.name}' is not running; taking an offline snapshot")
         snap = snapshots.take(home, args.vm, args.target, args.description or "",
@@ -596,6 +641,11 @@ def add_parsers(sub):
     p.add_argument("--machinereadable", action="store_true")
     p.add_argument("-p", "--progress", action="store_true")
     p.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser("controlvm", help="pause, resume or power off a running VM")
+    p.add_argument("vm")
+    p.add_argument("action", choices=["pause", "resume", "poweroff", "status"])
+    p.set_defaults(func=cmd_controlvm)
 
     p = sub.add_parser("clonevm", help="clone a VM (full, with its snapshots, or linked to "
                                        "a snapshot)")

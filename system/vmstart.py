@@ -4,7 +4,10 @@ The VM file says which controllers and media the machine has
 (system/snapshots.power_on opens and locks the media, resets immutable
 disks and makes multiattach differencing images); this module builds the
 PC from that plan, loads the firmware and runs it until the guest powers
-off, the time budget ends or the user presses Ctrl-C.
+off, the time budget ends, the user presses Ctrl-C or ``controlvm
+poweroff`` asks.  While it runs, the VM answers control requests
+(system/control.py): pause, resume, poweroff, status, and snapshots taken
+of the running VM.
 
 Firmware: ``stub`` (drivebay's own BIOS boot stub, firmware/bios/, the
 default: it is always built, while SeaBIOS is a Debian package a machine
@@ -19,6 +22,7 @@ from drivebay.boot import firmware as firmware_files
 from drivebay.boot.machine import DEFAULT_IO_THREADS, PcMachine
 from drivebay.errors import ConfigError
 from drivebay.system import snapshots
+from drivebay.system.control import ControlServer, socket_path
 
 DEFAULT_FIRMWARE = "stub"
 
@@ -55,4 +59,17 @@ def start(home, ref, firmware=None, timeout_s=None, serial_out=None, debugcon_ou
                 raise ConfigError(f"VM {vm.name}: controller {plan.controller!r} "
                                   f"({plan.name}): {e}") from None
         machine.load_bios(firmware_path(firmware))
-        return machine.run(timeout_s=timeout_s, should_stop=should_stop)
+        # Only now: the run lock is ours, so a socket already there is stale.
+        control = stack.enter_context(ControlServer(socket_path(vm), {
+            "snapshot-take": lambda name, description="", uniquename=None:
+                _snapshot_reply(session.take_snapshot(name, description, uniquename)),
+            "bandwidth-set": session.set_bandwidth,
+        }, status=lambda: {"virtual_ns": machine.cpu.time.clock.now_ns()}))
+
+        def stop():
+            return control.service(should_stop) or (should_stop is not None and should_stop())
+        return machine.run(timeout_s=timeout_s, should_stop=stop)
+
+
+def _snapshot_reply(snap):
+    return {"uuid": snap.uuid, "name": snap.name, "online": snap.online}
