@@ -452,10 +452,13 @@ class Session:
                               f"(locked by another session)") from None
         self._run_fd = fd
 
-    def _medium_of(self, a):
+    def _medium_of(self, a, media=None):
         """The registered medium attached at ``a``, and how to open it."""
-        media = self.home.media
+        media = media or self.home.media
         m = media.get(a.medium)
+        if m is None:
+            raise MediaError(f"VM '{self.vm.name}': medium {a.medium} at {a.controller} port "
+                             f"{a.port} device {a.device} is not in the media registry")
         if m.format == "viso":
             raise MediaError(f"VM '{self.vm.name}': '{m.location}' is a VISO file, "
                              f"which drivebay cannot read yet; make an ISO of it "
@@ -468,9 +471,26 @@ class Session:
         return MediaError(f"Cannot power on '{self.vm.name}': medium '{m.location}' "
                           f"({base_type}) is in use by another running VM or process: {e}")
 
+    def open_backend(self, a, media=None):
+        """A BlockBackend for the medium of attachment ``a`` (which locks its
+        images), on the session's I/O executor and bandwidth groups.
+        ``media``: the registry to find it in (default the home's)."""
+        media = media or self.home.media
+        m, base_type, read_only = self._medium_of(a, media)
+        optical = a.type == "dvddrive"
+        try:
+            return BlockBackend.open(
+                m.location, read_only=read_only, format=m.format, resolver=media.resolver,
+                shareable=base_type == "shareable", discard=a.discard,
+                non_rotational=a.non_rotational, name=f"{a.controller}-{a.port}-{a.device}",
+                sector_size=OPTICAL_SECTOR if optical else DISK_SECTOR,
+                host_cache=self.vm.config.controller(a.controller).host_io_cache or optical,
+                bandwidth_group=self.bandwidth_groups.get(a.bandwidth_group), io=self.io)
+        except ImageLockedError as e:
+            raise self._locked_out(m, base_type, e) from None
+
     def _open_media(self):
         """Open every attached medium as a BlockBackend (which locks it)."""
-        media = self.home.media
         cfg = self.vm.config
         self.bandwidth_groups = {
             g.name: BandwidthGroup(g.name, g.type, Limits(bps_total=g.bytes_per_second),
@@ -478,27 +498,12 @@ class Session:
             for g in cfg.bandwidth_groups}
         try:
             for a in cfg.attachments:
-                if a.medium is None:
-                    continue
-                m, base_type, read_only = self._medium_of(a)
-                optical = a.type == "dvddrive"
-                try:
-                    backend = BlockBackend.open(
-                        m.location, read_only=read_only,
-                        format=m.format, resolver=media.resolver,
-                        shareable=base_type == "shareable", discard=a.discard,
-                        non_rotational=a.non_rotational, name=f"{a.controller}-{a.port}-{a.device}",
-                        sector_size=OPTICAL_SECTOR if optical else DISK_SECTOR,
-                        host_cache=cfg.controller(a.controller).host_io_cache or optical,
-                        bandwidth_group=self.bandwidth_groups.get(a.bandwidth_group),
-                        io=self.io)
-                except ImageLockedError as e:
-                    raise self._locked_out(m, base_type, e) from None
-                self.backends[a.slot] = backend
+                if a.medium is not None:
+                    self.backends[a.slot] = self.open_backend(a)
         except BaseException:
             self._close_media()
             raise
-        self.devices = machine_devices(self.vm, media, self.backends)
+        self.devices = machine_devices(self.vm, self.home.media, self.backends)
 
     def _reattach_media(self):
         """Give every open backend the chain its attachment names now (after a

@@ -332,15 +332,29 @@ def cmd_storageattach(args):
         flags[name] = on_off(value) if value is not None else None
     with home.locked():
         vm = home.find_vm(args.vm)
+        running = vmmod.is_running(vm)
         medium = args.medium
         if args.setuuid is not None or args.setparentuuid is not None:
+            if running:
+                raise ConfigError(f"--setuuid/--setparentuuid: the VM '{vm.name}' is running")
             medium = _set_ids(home, vm, args)
             vm = home.find_vm(args.vm)          # its file may name the medium's new UUID
-        _att, dropped = vmmod.attach(home, vm, args.storagectl, args.port, args.device,
-                                     type=args.type, medium=medium, mtype=args.mtype,
-                                     comment=args.comment, bandwidth_group=args.bandwidthgroup,
-                                     force_unmount=args.forceunmount, **flags)
+        before = vm.config.attachment_at(args.storagectl, args.port, args.device)
+        before = before.to_json() if before is not None else None
+        att, dropped = vmmod.attach(home, vm, args.storagectl, args.port, args.device,
+                                    type=args.type, medium=medium, mtype=args.mtype,
+                                    comment=args.comment, bandwidth_group=args.bandwidthgroup,
+                                    **flags)
         home.media.save()
+        after = att.to_json() if att is not None else None
+        if running and before != after:
+            # The running VM changes its drive first; the VM file follows only
+            # if it did.  It reads the registry saved just now.
+            reply = control.request(vm, "storage-change", old=before, new=after,
+                                    force=bool(args.forceunmount))
+            if reply.get("done", "").startswith("settings"):
+                warn(f"the VM '{vm.name}' is running: the drive's new settings apply from "
+                     f"its next power-on")
         vm.save()
         for uuid in dropped:
             vmmod.drop_diff(home, uuid)

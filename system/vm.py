@@ -881,8 +881,12 @@ def detach(home, vm, att):
 
 def attach(home, vm, controller, port, device, type=None, medium=None, mtype=None,
            comment=None, passthrough=None, temp_eject=None, non_rotational=None, discard=None,
-           hot_pluggable=None, bandwidth_group=None, force_unmount=False):
+           hot_pluggable=None, bandwidth_group=None):
     """storageattach: returns ``(attachment or None, implicit diffs to delete)``.
+
+    On a running VM this only checks and computes the change: the caller
+    has the running VM carry it out (system/live.py; --forceunmount goes
+    there) and saves the VM file only if it did.
 
     ``medium``: None (change only the flags), "none" (remove the attachment),
     "emptydrive", "host:DRIVE", a registered medium's UUID, location or
@@ -905,7 +909,10 @@ def attach(home, vm, controller, port, device, type=None, medium=None, mtype=Non
         if existing is None:
             raise ConfigError(f"No storage device attached to device slot {device} on port "
                               f"{port} of controller '{ctl.name}'")
-        require_stopped(vm, "detach a device")
+        if not (existing.type == "hdd" and existing.hot_pluggable):
+            # A hot-pluggable disk is pulled out by the running VM itself
+            # (system/live.py), before the caller saves the VM file.
+            require_stopped(vm, "detach a device")
         detach(home, vm, existing)
         if existing.medium and is_implicit_diff(home, vm, existing.medium):
             dropped.append(existing.medium)
@@ -924,10 +931,10 @@ def attach(home, vm, controller, port, device, type=None, medium=None, mtype=Non
     if medium is None and existing is None:
         raise ConfigError("--medium is required to attach a new device")
     running = is_running(vm)
-    if running and (type == "hdd" and not (existing and existing.hot_pluggable)) \
-            and medium is not None:
+    if running and type == "hdd" and medium is not None and \
+            not (existing.hot_pluggable if existing is not None else hot_pluggable):
         raise ConfigError(f"Cannot attach a hard disk to the running VM '{vm.name}' on a port "
-                          f"that is not hot-pluggable")
+                          f"that is not hot-pluggable (--hotpluggable on)")
     att = copy.deepcopy(existing) if existing is not None and existing.type == type else \
         Attachment(ctl.name, port, device, type)
     if medium is not None:

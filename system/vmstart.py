@@ -23,6 +23,7 @@ from drivebay.boot.machine import DEFAULT_IO_THREADS, PcMachine
 from drivebay.errors import ConfigError
 from drivebay.system import snapshots
 from drivebay.system.control import ControlServer, socket_path
+from drivebay.system.live import LiveVm
 
 DEFAULT_FIRMWARE = "stub"
 
@@ -52,24 +53,21 @@ def start(home, ref, firmware=None, timeout_s=None, serial_out=None, debugcon_ou
         machine = stack.enter_context(PcMachine(
             memory_mb=vm.config.memory_mb, serial_out=serial_out, debugcon_out=debugcon_out,
             boot_order=session.boot_order, block_io=io))
+        controllers = {}
         for plan in session.devices:
             try:
-                machine.add_device(plan.name, **plan.options)
+                controllers[plan.controller] = machine.add_device(plan.name, **plan.options)
             except ConfigError as e:
                 raise ConfigError(f"VM {vm.name}: controller {plan.controller!r} "
                                   f"({plan.name}): {e}") from None
         machine.load_bios(firmware_path(firmware))
         # Only now: the run lock is ours, so a socket already there is stale.
-        control = stack.enter_context(ControlServer(socket_path(vm), {
-            "snapshot-take": lambda name, description="", uniquename=None:
-                _snapshot_reply(session.take_snapshot(name, description, uniquename)),
-            "bandwidth-set": session.set_bandwidth,
-        }, status=lambda: {"virtual_ns": machine.cpu.time.clock.now_ns()}))
+        live = LiveVm(session, controllers)
+        control = stack.enter_context(ControlServer(
+            socket_path(vm), live.handlers(),
+            status=lambda: {"virtual_ns": machine.cpu.time.clock.now_ns()}))
 
         def stop():
             return control.service(should_stop) or (should_stop is not None and should_stop())
         return machine.run(timeout_s=timeout_s, should_stop=stop)
 
-
-def _snapshot_reply(snap):
-    return {"uuid": snap.uuid, "name": snap.name, "online": snap.online}

@@ -219,3 +219,72 @@ def test_vm_start_process_powers_off_on_controlvm(home, capsys):
     assert proc.returncode == 0, err
     assert b"powered off (controlvm poweroff)" in err
     assert counter(home, "cli") > 0
+
+
+def test_storageattach_on_a_running_vm(home, capsys, monkeypatch, tmp_path):
+    """VirtualBox's medium change and hot-plug: a disc changed, refused while
+    the guest locks the tray unless forced, ejected; a disk plugged into a
+    hot-pluggable SATA port and pulled out.  The VM file follows only what
+    the running VM did."""
+    make_vm(home, capsys, "m", "Ubuntu_64")
+    src = tmp_path / "files"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    for name in ("one", "two"):
+        assert main(["createmedium", "dvd", "--filename", str(tmp_path / f"{name}.iso"),
+                     "--source", str(src), "--volume-id", name.upper()]) == 0
+    for name in ("extra", "other"):
+        assert main(["createmedium", "disk", "--filename", str(tmp_path / f"{name}.vdi"),
+                     "--size", "4"]) == 0
+    assert main(["storagectl", "m", "--name", "SATA", "--portcount", "4"]) == 0
+    capsys.readouterr()
+    run = Running("m", monkeypatch)
+    with home.locked():
+        vm = home.find_vm("m")
+    run.wait_for_virtual_ns(vm, 50_000_000)
+    devices = run.machines[0].devices.values()
+    ide = next(d for d in devices if type(d).__name__ == "PciIdeController")
+    hba = next(d for d in devices if type(d).__name__ == "AhciHba")
+    lun = ide.device(1, 0).lun
+
+    def dvd():
+        with home.locked():
+            return home.find_vm("m").config.attachment_at("IDE", 1, 0).location
+
+    def attach(*args):
+        capsys.readouterr()
+        code = main(["storageattach", "m", *args])
+        return code, capsys.readouterr().err
+
+    dvd_args = ["--storagectl", "IDE", "--port", "1", "--device", "0", "--type", "dvddrive"]
+    assert attach(*dvd_args, "--medium", str(tmp_path / "one.iso")) == (0, "")
+    assert lun.backend.chain.path.endswith("one.iso") and dvd().endswith("one.iso")
+    lun.locked = True                               # the guest's PREVENT MEDIUM REMOVAL
+    code, err = attach(*dvd_args, "--medium", str(tmp_path / "two.iso"))
+    assert code != 0 and "locked the medium" in err and "--forceunmount" in err
+    assert lun.backend.chain.path.endswith("one.iso") and dvd().endswith("one.iso")
+    assert attach(*dvd_args, "--medium", str(tmp_path / "two.iso"), "--forceunmount") == (0, "")
+    assert lun.backend.chain.path.endswith("two.iso") and dvd().endswith("two.iso")
+    lun.locked = False
+    assert attach(*dvd_args, "--medium", "emptydrive") == (0, "")
+    assert lun.backend is None and dvd() is None
+
+    sata = ["--storagectl", "SATA", "--port", "1", "--device", "0", "--type", "hdd"]
+    code, err = attach(*sata, "--medium", str(tmp_path / "extra.vdi"))
+    assert code != 0 and "not hot-pluggable" in err and hba.ports[1].device is None
+    assert attach(*sata, "--medium", str(tmp_path / "extra.vdi"), "--hotpluggable", "on") == \
+        (0, "")
+    assert hba.ports[1].device is not None
+    assert hba.ports[1].device.backend.name == "SATA-1-0"
+    # A port the running controller does not have: its count is fixed at power-on.
+    code, err = attach("--storagectl", "SATA", "--port", "9", "--device", "0", "--type", "hdd",
+                       "--medium", str(tmp_path / "other.vdi"), "--hotpluggable", "on")
+    assert code != 0 and "no port 9" in err
+    with home.locked():
+        assert home.find_vm("m").config.controller("SATA").port_count == 4
+    assert attach(*sata, "--medium", "none") == (0, "")
+    assert hba.ports[1].device is None
+    with home.locked():
+        assert home.find_vm("m").config.attachment_at("SATA", 1, 0) is None
+    assert main(["controlvm", "m", "poweroff"]) == 0
+    assert run.join().reason is StopReason.STOPPED
