@@ -57,6 +57,7 @@ class _Job:
         self.args = args
         self.reply = None
         self.done = threading.Event()
+        self.progress = queue.Queue()      # (done, total) reports for the client
 
 
 class ControlServer:
@@ -68,11 +69,12 @@ class ControlServer:
     loop polls ``service()``, which returns True once a poweroff was asked.
     """
 
-    def __init__(self, path, handlers=None, status=None):
+    def __init__(self, path, handlers=None, status=None, with_progress=()):
         self.path = path
         self.handlers = dict(handlers or {})
         self.handlers.setdefault("status", self._status)
         self._status_extra = status
+        self._with_progress = set(with_progress)
         self.paused = False
         self.poweroff_requested = False
         self._jobs = queue.Queue()
@@ -120,25 +122,39 @@ class ControlServer:
             except ValueError as e:
                 reply = {"ok": False, "error": f"bad request: {e}"}
             else:
-                reply = self._run(request.pop("op"), request)
+                conn.settimeout(None)
+                reply = self._run(request.pop("op"), request, lambda m: _send(conn, m))
             conn.settimeout(None)
-            conn.sendall(json.dumps(reply).encode() + b"\n")
+            _send(conn, reply)
         except (OSError, ConfigError):
             pass                                        # the client went away
 
-    def _run(self, op, args):
+    def _run(self, op, args, send):
         if op not in self.handlers and op not in ("pause", "resume", "poweroff"):
             return {"ok": False, "error": f"unknown operation {op!r} (known: "
                     f"{', '.join(sorted({*self.handlers, 'pause', 'resume', 'poweroff'}))})"}
         job = _Job(op, args)
         self._jobs.put(job)
         while not job.done.wait(0.1):
+            self._send_progress(job, send)
             if self._closed.is_set():
                 # close() answers what is still queued; a job the CPU thread
                 # took just before the end finishes or is answered here.
                 job.done.wait(1.0)
                 break
+        self._send_progress(job, send)
         return job.reply or {"ok": False, "error": "the VM powered off"}
+
+    @staticmethod
+    def _send_progress(job, send):
+        last = None
+        while True:
+            try:
+                last = job.progress.get_nowait()
+            except queue.Empty:
+                break
+        if last is not None:
+            send({"progress": list(last)})
 
     # -- the CPU thread -----------------------------------------------------------------
 
@@ -175,7 +191,10 @@ class ControlServer:
                 self.poweroff_requested = True
                 job.reply = {"ok": True, "state": "poweroff"}
             else:
-                job.reply = {"ok": True, **(self.handlers[op](**job.args) or {})}
+                args = dict(job.args)
+                if op in self._with_progress:
+                    args["progress"] = lambda done, total: job.progress.put((done, total))
+                job.reply = {"ok": True, **(self.handlers[op](**args) or {})}
         except (DrivebayError, ValueError, TypeError) as e:
             job.reply = {"ok": False, "error": str(e)}
         except Exception as e:                          # a bug: tell the client, keep running
@@ -211,6 +230,10 @@ class ControlServer:
         self.close()
 
 
+def _send(conn, message):
+    conn.sendall(json.dumps(message).encode() + b"\n")
+
+
 def _read_line(conn):
     data = b""
     while not data.endswith(b"\n"):
@@ -223,9 +246,10 @@ def _read_line(conn):
     return data.decode("utf-8", "replace")
 
 
-def request(vm, op, timeout_s=600.0, **args):
+def request(vm, op, timeout_s=600.0, progress=None, **args):
     """Send ``op`` to the running VM ``vm``; returns the reply's fields or
-    raises ConfigError with the VM's answer."""
+    raises ConfigError with the VM's answer.  ``progress(done, total)`` gets
+    the reports of a long operation (a snapshot deletion's merge)."""
     path = socket_path(vm)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(timeout_s)
@@ -240,8 +264,14 @@ def request(vm, op, timeout_s=600.0, **args):
         except OSError as e:
             raise ConfigError(f"{path}: cannot reach the VM '{vm.name}': {e.strerror}") from None
         try:
-            sock.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
-            line = _read_line(sock)
+            _send(sock, {"op": op, **args})
+            reader = sock.makefile("rb")
+            while True:
+                reply = _parse(reader.readline(MAX_REQUEST))
+                if not (isinstance(reply, dict) and "progress" in reply):
+                    break
+                if progress is not None:
+                    progress(*reply["progress"])
         except socket.timeout:
             raise ConfigError(f"The machine '{vm.name}' did not answer '{op}' within "
                               f"{timeout_s:g} s") from None
@@ -250,12 +280,17 @@ def request(vm, op, timeout_s=600.0, **args):
                               f"{e.strerror}") from None
     finally:
         sock.close()
-    try:
-        reply = json.loads(line)
-    except ValueError:
+    if not isinstance(reply, dict):
         raise ConfigError(f"The machine '{vm.name}' gave no answer to '{op}' "
-                          f"(it may have powered off)") from None
+                          f"(it may have powered off)")
     if not reply.get("ok"):
         raise ConfigError(f"The machine '{vm.name}': {op}: {reply.get('error')}")
     reply.pop("ok")
     return reply
+
+
+def _parse(line):
+    try:
+        return json.loads(line.decode("utf-8", "replace"))
+    except ValueError:
+        return None

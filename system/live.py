@@ -2,6 +2,8 @@
 the requests; each runs on the CPU thread between two slices).
 
 * ``snapshot-take``: an online snapshot (Session.take_snapshot).
+* ``snapshot-delete``: a snapshot deleted and its images merged, the guest
+  paused meanwhile; progress reports go back to the client.
 * ``bandwidth-set``: a bandwidth group's new limit, at once.
 * ``storage-change``: ``storageattach`` on a running VM, as VirtualBox
   allows it: a CD/DVD drive's medium changed or ejected (refused while
@@ -30,12 +32,20 @@ class LiveVm:
 
     def handlers(self):
         return {"snapshot-take": self.take_snapshot,
+                "snapshot-delete": self.delete_snapshot,
                 "bandwidth-set": self.session.set_bandwidth,
                 "storage-change": self.change_storage}
+
+    WITH_PROGRESS = ("snapshot-delete",)
 
     def take_snapshot(self, name, description="", uniquename=None):
         snap = self.session.take_snapshot(name, description, uniquename)
         return {"uuid": snap.uuid, "name": snap.name, "online": snap.online}
+
+    def delete_snapshot(self, snapshot, progress=None):
+        result = self.session.delete_snapshot(snapshot, progress)
+        return {"name": result.snapshot.name, "uuid": result.snapshot.uuid,
+                "merged": result.merged, "kept": result.kept}
 
     # -- storageattach -----------------------------------------------------------------
 

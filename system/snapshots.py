@@ -315,11 +315,14 @@ class _Consolidation:
         return need
 
 
-def delete(home, ref, snapshot_ref, progress=None):
-    """Delete a snapshot, merging its images; ``progress(done, total)`` in bytes."""
+def delete(home, ref, snapshot_ref, progress=None, _session=None):
+    """Delete a snapshot, merging its images; ``progress(done, total)`` in bytes.
+    A running VM's own session deletes its snapshots (Session.delete_snapshot)."""
     with home.locked():
         vm = _load(home, ref)
-        require_stopped(vm, "delete a snapshot (online deletion is not supported yet)")
+        if _session is None:
+            require_stopped(vm, "delete a snapshot: its session deletes it (drivebay "
+                                "snapshot VM delete asks the running VM)")
         snap = vm.snapshot(snapshot_ref)
         plan = _Consolidation(home, vm, snap)
         needed = plan.bytes_needed()
@@ -550,23 +553,35 @@ class Session:
         group.set_limits(Limits(bps_total=bytes_per_second))
         return {"name": name, "bytes_per_second": bytes_per_second}
 
+    def _with_media_detached(self, operation):
+        """Run ``operation()`` with every disk drained, flushed and closed,
+        then give the same backends the chains the VM file names now."""
+        for backend in self.backends.values():
+            if backend.chain is not None:
+                backend.detach_chain()
+        try:
+            return operation()
+        finally:
+            with self.home.locked():
+                self.vm = self.home.find_vm(self.vm.uuid)
+                self._reattach_media()
+                self.devices = machine_devices(self.vm, self.home.media, self.backends)
+
+    def delete_snapshot(self, snapshot_ref, progress=None):
+        """Delete a snapshot of the running VM: its merges run with the CPU
+        stopped and the disks closed (the guest pauses for that long), and
+        the disks then reopen whatever images the merges left on top."""
+        return self._with_media_detached(
+            lambda: delete(self.home, self.vm.uuid, snapshot_ref, progress, _session=self))
+
     def take_snapshot(self, name, description="", unique_name=None):
         """An online snapshot of the running VM.  Call it with the CPU
         stopped between two slices (system/control.py does): every disk's
         requests are drained and flushed and its images closed, the snapshot
         is taken, and the same backends, which the devices keep, open the
         new differencing images (or, if the snapshot failed, the old ones)."""
-        for backend in self.backends.values():
-            if backend.chain is not None:
-                backend.detach_chain()
-        try:
-            snap = take(self.home, self.vm.uuid, name, description, unique_name, _session=self)
-        finally:
-            with self.home.locked():
-                self.vm = self.home.find_vm(self.vm.uuid)
-                self._reattach_media()
-                self.devices = machine_devices(self.vm, self.home.media, self.backends)
-        return snap
+        return self._with_media_detached(
+            lambda: take(self.home, self.vm.uuid, name, description, unique_name, _session=self))
 
     def close(self):
         self._close_media()

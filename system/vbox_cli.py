@@ -496,13 +496,22 @@ def cmd_snapshot(args):
         print(f"Restoring snapshot '{snap.name}' ({snap.uuid})")
     elif action == "delete":
         progress = TerminalProgress("Deleting snapshot", force=args.progress)
-        result = snapshots.delete(home, args.vm, target, progress=progress)
+        with home.locked():
+            vm = home.find_vm(args.vm)
+        if vmmod.is_running(vm):
+            # The running VM merges with its disks closed, pausing the guest.
+            reply = control.request(vm, "snapshot-delete", snapshot=target, progress=progress)
+            name, uuid, merged, kept = reply["name"], reply["uuid"], reply["merged"], reply["kept"]
+        else:
+            result = snapshots.delete(home, args.vm, target, progress=progress)
+            name, uuid = result.snapshot.name, result.snapshot.uuid
+            merged, kept = result.merged, result.kept
         progress.finish()
-        for frozen, child in result.merged:
+        for frozen, child in merged:
             print(f"Merged {child} into {frozen}")
-        for kept in result.kept:
-            print(f"Kept {kept} (the parent of several differencing images)")
-        print(f"Deleted snapshot '{result.snapshot.name}' ({result.snapshot.uuid})")
+        for kept_one in kept:
+            print(f"Kept {kept_one} (the parent of several differencing images)")
+        print(f"Deleted snapshot '{name}' ({uuid})")
     elif action == "edit":
         snapshots.edit(home, args.vm, target, args.name, args.description)
     elif action == "showvminfo":

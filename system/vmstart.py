@@ -64,7 +64,7 @@ def start(home, ref, firmware=None, timeout_s=None, serial_out=None, debugcon_ou
         # Only now: the run lock is ours, so a socket already there is stale.
         live = LiveVm(session, controllers)
         control = stack.enter_context(ControlServer(
-            socket_path(vm), live.handlers(),
+            socket_path(vm), live.handlers(), with_progress=live.WITH_PROGRESS,
             status=lambda: {"virtual_ns": machine.cpu.time.clock.now_ns()}))
 
         def stop():

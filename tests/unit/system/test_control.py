@@ -141,3 +141,19 @@ def test_a_folder_path_longer_than_a_socket_address(tmp_path):
         Loop(server)
         assert control.request(vm, "status")["state"] == "running"
         assert oct(os.stat(control.socket_path(vm)).st_mode & 0o777) == "0o700"
+
+
+def test_progress_reports_reach_the_client(vm):
+    def slow(progress, steps):
+        for i in range(steps + 1):
+            progress(i, steps)
+            time.sleep(0.15)                 # the server forwards what it has every 0.1 s
+        return {"steps": steps}
+
+    seen = []
+    with control.ControlServer(control.socket_path(vm), {"slow": slow},
+                               with_progress=("slow",)) as server:
+        Loop(server)
+        assert control.request(vm, "slow", steps=4,
+                               progress=lambda d, t: seen.append((d, t))) == {"steps": 4}
+    assert seen[-1] == (4, 4) and len(seen) >= 3 and seen == sorted(seen)

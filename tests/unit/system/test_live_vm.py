@@ -139,6 +139,18 @@ def test_live_snapshot_switches_the_running_disks(home, capsys, monkeypatch, ost
     time.sleep(0.3)
     assert main(["controlvm", "live", "status"]) == 0
     assert capsys.readouterr().out.strip() == 'VMState="running"'
+    # Online deletion: a second snapshot, deleted while the guest runs,
+    # merges the disk the VM writes into its parent.
+    assert main(["snapshot", "live", "take", "second"]) == 0
+    time.sleep(0.2)
+    assert main(["snapshot", "live", "delete", "second", "-p"]) == 0
+    out, err = capsys.readouterr()
+    assert "Deleted snapshot 'second'" in out and "Merged " in out and "100.0%" in err
+    with home.locked():
+        vm = home.find_vm("live")
+        assert [s.name for s in vm.snapshots] == ["first"]
+        on_top = next(a for a in vm.config.attachments if a.type == "hdd").medium
+    time.sleep(0.2)
     assert main(["controlvm", "live", "poweroff"]) == 0
     result = run.join()
     assert result.reason is StopReason.STOPPED
@@ -150,6 +162,7 @@ def test_live_snapshot_switches_the_running_disks(home, capsys, monkeypatch, ost
         frozen = home.media.find(base)
         diff = next(a for a in vm.config.attachments if a.type == "hdd").medium
         assert home.media.get(diff).parent == frozen.uuid
+    assert diff == on_top                         # the merge went into the running disk's image
     at_snapshot = counter(home, "live", frozen.uuid)
     now = counter(home, "live")
     assert 0 < at_snapshot < now                  # the guest went on writing, into the diff
