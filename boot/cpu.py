@@ -6,11 +6,12 @@ notion of virtual time.  This module supplies them:
 * port I/O (IN/OUT and the string forms) goes to ``hw.memory.IoSpace``;
 * MMIO windows of ``hw.memory.MmioSpace`` are mapped page by page with
   ``mmio_map`` as devices add and remove them (PCI BARs move at run time);
-* hardware interrupts are taken at instruction boundaries between
-  ``emu_start`` slices when EFLAGS.IF is set, and software interrupts and CPU
-  exceptions (which unicorn hands to UC_HOOK_INTR without delivering) are
-  delivered here too: through the IVT in real mode, through the IDT in
-  protected mode (Intel SDM vol. 3, 6.12 and 20.1.4);
+* hardware interrupts are taken at the first block boundary where
+  EFLAGS.IF allows, by the C block hook without leaving ``emu_start``
+  (_slice_stop.pyx; the acknowledge is a Python call), and software
+  interrupts and CPU exceptions (which unicorn hands to UC_HOOK_INTR without
+  delivering) between slices here: through the IVT in real mode, through
+  the IDT in protected mode (Intel SDM vol. 3, 6.12 and 20.1.4);
 * HLT ends a slice: with IF=1 the loop skips virtual time to the next timer
   deadline, with IF=0 the guest is stopped for good;
 * a triple fault, an access to unmapped memory or a guest that exceeds its
@@ -34,12 +35,11 @@ from unicorn import x86_const as X
 from unicorn.unicorn_py3 import unicorn as _uc_native
 
 from drivebay import trace
-from drivebay.boot.slice_timer import IF_SET, KICKED, TIMED_OUT, SliceTimer
+from drivebay.boot.slice_timer import CALLBACK_ERROR, DELIVER, IDLE, SliceTimer
 from drivebay.errors import GuestRunError
 
 PAGE = 0x1000
 PAGE_SHIFT = 12
-MAX_INSN_BYTES = 15             # the longest x86 instruction
 SLICE_US = 10_000              # longest stretch of guest code between interrupt checks
 EFLAGS_IF = 1 << 9
 EFLAGS_DF = 1 << 10
@@ -118,9 +118,10 @@ class Cpu:
     ``pending() -> bool`` and ``acknowledge() -> vector``.
 
     ``block_io`` is the I/O executor of the machine's disks (block/io.py),
-    or None.  The loop delivers its completions to the devices on this
-    thread between slices, and keeps slices short while requests are in
-    flight.  A halted CPU with requests in flight waits for them on the host
+    or None.  Its completions reach the devices on this thread: the
+    executor's ``notify`` flags them to the block hook, which hands them over
+    at the next block boundary (and the loop at each slice start); slices
+    are kept short while requests are in flight.  A halted CPU with requests in flight waits for them on the host
     instead of letting virtual time leap: a guest's command timeout must not
     expire while the host is still doing its I/O.
     """
@@ -140,14 +141,14 @@ class Cpu:
         self._pending_soft = None        # (vector, is_software) from UC_HOOK_INTR
         self._fault = None
         self._running = False
-        self._kicked = False             # a device stopped the slice to deliver an interrupt
         self._replay_candidate = None    # a REP INS/OUTS access the CPU may run again
         self._last_io = None             # (is_out, port, size, (eip, ecx, edi|esi), value) of the last one
         self._fresh_mmio = False         # no MMIO access yet in this slice
         self._mmio_replay = None         # (is_write, address, size, value) that may be replayed
         self._stop_requested = False     # emu_stop was called during this slice
-        self.block_io = None             # the disks' I/O executor (see the class docstring)
-        self._slice_timer = SliceTimer(uc, ram.size)
+        self._slice_timer = SliceTimer(uc, ram, intack=self._intack if intc is not None else None,
+                                       service=self._service)
+        self._block_io = None            # the disks' I/O executor (see the class docstring)
         self._uch = uc._uch
         self._reg_value = ctypes.c_uint64()
         self._reg_ref = ctypes.byref(self._reg_value)
@@ -390,18 +391,31 @@ class Cpu:
     # -- control from devices and the host -----------------------------------------
 
     def interrupt_raised(self, level=True):
-        """Sink for the interrupt controller's INTR line: stop the slice so the
-        interrupt is taken at the next block boundary.
+        """Sink for the interrupt controller's INTR line.  The block hook takes
+        the interrupt at the next block boundary where IF is set, without
+        stopping the slice (slice_timer.py).
 
-        Not with emu_stop() from the device's callback: unicorn would then
+        Never with emu_stop() from the device's callback: unicorn would then
         run the interrupted MMIO or port access again after the stop, and
         the interrupt handler between the two (with accesses of its own)
         hides that it is a replay, so a write to a doorbell like PxCI would
-        reach the device twice.  The block hook stops before the next
-        block instead (slice_timer.py), where nothing is repeated."""
-        if level and self._running:
-            self._kicked = True
-            self._slice_timer.kick()
+        reach the device twice."""
+        self._slice_timer.set_irq(level)
+
+    @property
+    def block_io(self):
+        return self._block_io
+
+    @block_io.setter
+    def block_io(self, io):
+        """The executor's completions wake the block hook (``notify``), which
+        hands them to the devices at the next block boundary."""
+        old, wake = self._block_io, self._slice_timer.io_ready
+        if old is not None and getattr(old, "notify", None) == wake:
+            old.notify = None
+        self._block_io = io
+        if io is not None and hasattr(io, "notify"):
+            io.notify = wake
 
     def request_exit(self, code):
         self._stop(StopReason.EXIT, code)
@@ -627,24 +641,37 @@ class Cpu:
             raise GuestRunError(f"triple fault at EIP {eip:#x} (CS {self.reg('cs'):#x}): {cause}; "
                                 f"then #DF: {second}", eip) from None
 
-    def _take_hardware_interrupt(self):
-        if self.intc is None or not self.reg("eflags") & EFLAGS_IF or not self.intc.pending():
-            return False
-        self._leave_sti_shadow()
-        # The instruction completed in the shadow may have been a CLI (or more
-        # than one instruction ran): look at IF and the request again.
-        if not self.reg("eflags") & EFLAGS_IF or not self.intc.pending():
-            return False
-        vector = self.intc.acknowledge()
+    def _intack(self):
+        """The block hook's INTA (IF is set, not in an STI shadow): the vector
+        to deliver, or -1 when no request is left."""
+        intc = self.intc
+        if self._stop_reason is not None or not intc.pending():
+            self._slice_timer.set_irq(False)
+            return -1
+        vector = intc.acknowledge()
         if vector is None:
-            return False
+            self._slice_timer.set_irq(intc.pending())
+            return -1
         if trace.on.irq:
             trace.emit("irq", f"cpu takes vector {vector:#x} at {self.reg('cs'):#06x}:{self.reg('eip'):#x}")
+        return vector
+
+    def _deliver_hardware(self, vector):
+        """A vector the block hook acknowledged but left to this path (see _slice_stop.pyx)."""
         try:
             self.deliver(vector)
         except _DeliveryFault as e:
             self._exception_chain(13, f"hardware interrupt {vector:#x}: {e}")
-        return True
+
+    def _service(self):
+        """The block hook found block completions waiting: hand them to the
+        devices now, at this instruction boundary.  True ends the run."""
+        self._slice_timer.io_seen()
+        io = self._block_io
+        if io is not None and io.pending:
+            self.time.sync()
+            io.poll_completions()
+        return self._stop_reason is not None
 
     # -- the run loop ---------------------------------------------------------------
 
@@ -655,6 +682,7 @@ class Cpu:
         deadline = None if budget_ns is None else start + budget_ns
         self._stop_reason = None
         uc = self.uc
+        timer = self._slice_timer
         while True:
             now = self.time.sync()
             if self._stop_reason is not None:
@@ -665,39 +693,35 @@ class Cpu:
             if deadline is not None and now >= deadline:
                 self._stop_reason = StopReason.TIMEOUT
                 break
-            io = self.block_io
+            io = self._block_io
             if io is not None and io.pending:
+                timer.io_seen()
                 io.poll_completions()
-            self._take_hardware_interrupt()
+            if self.intc is not None:
+                # The block hook takes it at the first boundary where IF allows.
+                timer.set_irq(self.intc.pending())
             self._fault = None
             self._pending_soft = None
-            self._kicked = False
-            # An interrupt waiting for IF is taken right after the guest's
-            # STI/POPF/IRET, as a CPU takes it at the next instruction boundary.
-            waiting = self.intc is not None and self.intc.pending() and \
-                not self.reg("eflags") & EFLAGS_IF
-            self._slice_timer.watch_if(waiting)
             slice_us = IO_SLICE_US if io is not None and io.busy else SLICE_US
             self._running = True
             self._fresh_mmio = True
             self._stop_requested = False
-            started = time.monotonic_ns()
-            timer = self._slice_timer
-            timer.arm(started + slice_us * 1000)
+            timer.arm(time.monotonic_ns() + slice_us * 1000)
+            error = None
             try:
                 uc.emu_start(self.reg("eip"), UNTIL)
             except UcError as e:
-                self._running = False
-                if e.errno == UC_ERR_INSN_INVALID and self._fault is None:
-                    self._exception_chain(VECTOR_UD, None)     # #UD, as the CPU raises it
-                    continue
-                self._raise_fault(e)
+                error = e
             finally:
                 self._running = False
                 why = timer.disarm()
-            timed_out = why == TIMED_OUT
-            if why == KICKED or why == IF_SET:
-                self._kicked = True
+            if why == CALLBACK_ERROR:
+                raise timer.take_error()
+            if error is not None:
+                if error.errno == UC_ERR_INSN_INVALID and self._fault is None:
+                    self._exception_chain(VECTOR_UD, None)     # #UD, as the CPU raises it
+                    continue
+                self._raise_fault(error)
             # Stopped at the REP INS/OUTS of the last port access: that
             # iteration will run again when the guest gets back here (maybe
             # after an interrupt handler), so it becomes the replay candidate.
@@ -710,61 +734,18 @@ class Cpu:
             # whatever those instructions raised is moot.
             if self._stop_reason is not None:
                 break
+            if why == DELIVER:
+                self._deliver_hardware(timer.vector)
+                continue
             if self._pending_soft is not None:
                 self._deliver_hook_vector(self._pending_soft)
                 continue
-            if self._kicked:
-                continue
-            # A slice that ended before its deadline right after a HLT halted
+            # A run the hook did not end, right after a HLT: halted
             # (unicorn also returns early after some of its own cache flushes).
-            if not timed_out and self._after_hlt():
+            if why == IDLE and self._after_hlt():
                 self._halted(deadline, should_stop)
         return RunResult(self._stop_reason, self._exit_code,
                          self.time.clock.now_ns() - start, self.reg("eip"))
-
-    def _leave_sti_shadow(self):
-        """STI delays interrupts by one instruction (SDM vol. 2, STI): ``sti;
-        hlt`` must halt before the interrupt is taken, so the handler returns
-        past the HLT.  Stopped right after an STI, the CPU first completes the
-        next instruction (for HLT: wakes from it at once)."""
-        try:
-            at = self.eip_linear()
-            before, current = self._read_phys(at - 1, 2)
-        except (GuestRunError, UcError):
-            return
-        if before != 0xFB:
-            return
-        if current == 0xF4:
-            self.set_reg("eip", self.reg("eip") + 1)
-        else:
-            self._step_one(at)
-
-    def _step_one(self, at):
-        """Run the one instruction at linear ``at`` and stop.
-
-        Not with emu_start(count=1): unicorn drops every translated block
-        when the next run goes back to counting nothing, which costs a
-        millisecond of retranslation for each interrupt taken this way.
-        Instead, a code hook on the bytes after the instruction stops the
-        CPU at the next one when it falls through, and the block hook stops
-        it at the next block when it jumps (a jump ends its block).  The
-        block at ``at`` is translated afresh around the hook, and again
-        after, so no cached block outlives it."""
-        timer = self._slice_timer
-        timer.watch_if(False)
-        uc = self.uc
-        hook = timer.add_stop_hook(at + 1, at + MAX_INSN_BYTES)
-        uc.ctl_remove_cache(at, at + MAX_INSN_BYTES + 1)
-        timer.arm(time.monotonic_ns() + SLICE_US * 1000)       # a safety net
-        timer.stop_after_this_block()
-        try:
-            uc.emu_start(self.reg("eip"), UNTIL)
-        except UcError as e:
-            self._raise_fault(e)
-        finally:
-            timer.disarm()
-            timer.remove_hook(hook)
-            uc.ctl_remove_cache(at, at + MAX_INSN_BYTES + 1)
 
     def _after_hlt(self):
         try:
@@ -784,7 +765,7 @@ class Cpu:
                 return
             if self.intc is not None and self.intc.pending():
                 return
-            io = self.block_io
+            io = self._block_io
             if io is not None and (io.pending or io.busy):
                 self._wait_for_block_io(io)
                 continue

@@ -1,4 +1,4 @@
-"""Ending a slice of guest code at its deadline, with EIP exact.
+"""Where a slice of guest code stops, and interrupts taken without stopping it.
 
 Unicorn's ``emu_start(timeout=...)`` stops the CPU from its own timer
 thread (``uc_emu_stop``).  When that stop lands while translated blocks run
@@ -13,128 +13,93 @@ A stop requested from a block hook is exact: unicorn sets EIP to the
 block's address before it calls block hooks, and the run ends before the
 block.  The hook is C (_slice_stop.pyx; unicorn compiles a hook's callback
 into each translated block, so it cannot be swapped later, and a Python
-block hook would cost a Python call per block): it stops the engine when
-an int it is given says so.  A timer thread sets that int at the deadline.
+block hook would cost a Python call per block).  It reads the host's
+monotonic clock every few dozen blocks and ends the slice at its deadline,
+so no timer thread (and no thread hand-over per slice) is needed; and it
+enters interrupt handlers itself at the first block boundary where IF
+allows, so taking an interrupt costs one Python call (the acknowledge)
+rather than a stop and a restart of the engine.
 """
 
 import ctypes
-import threading
-import time
-import weakref
 
-from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE
+from unicorn import UC_HOOK_BLOCK
 from unicorn import x86_const as X
 from unicorn.unicorn_py3 import unicorn as _unicorn
 
 from drivebay.boot import _slice_stop
 
-# The hook's flag (must match _slice_stop.pyx).
-IDLE, DUE, TIMED_OUT, KICK, KICKED, IF_SET, SKIP_ONE = range(7)
+# Why the hook stopped a run (must match _slice_stop.pyx).
+IDLE, TIMED_OUT, KICKED, DELIVER, SERVICE_STOP, CALLBACK_ERROR = range(6)
 PAGE_SHIFT = 12
+_HOOK_REGS = (X.UC_X86_REG_EFLAGS, X.UC_X86_REG_EIP, X.UC_X86_REG_ESP, X.UC_X86_REG_CS,
+              X.UC_X86_REG_SS, X.UC_X86_REG_CR0, X.UC_X86_REG_IDTR, X.UC_X86_REG_GDTR)
 
 
-class _HookState(ctypes.Structure):
-    _fields_ = [("flag", ctypes.c_int32), ("watch_if", ctypes.c_int32),
-                ("eflags_reg", ctypes.c_int32), ("pages", ctypes.c_uint32),
-                ("code_pages", ctypes.POINTER(ctypes.c_uint8))]
+def _address(fn):
+    return ctypes.cast(fn, ctypes.c_void_p).value
+
+
+_lib = _unicorn.uclib
+_slice_stop.set_unicorn(_address(_lib.uc_emu_stop), _address(_lib.uc_reg_read),
+                        _address(_lib.uc_reg_write), _address(_lib.uc_mem_read),
+                        _address(_lib.uc_mem_write))
 
 
 class SliceTimer:
-    """The CPU loop's C block hook and the thread that times its slices.
+    """The CPU loop's C block hook.
 
     ``arm(deadline_ns)`` before ``emu_start`` (without a timeout),
-    ``disarm()`` after it, which tells why the hook stopped the slice:
-    TIMED_OUT, KICKED (``kick()``: stop before the next block, to take an
-    interrupt a device raised in a callback), IF_SET (``watch_if(True)``:
-    stop once the guest sets EFLAGS.IF) or IDLE (the hook did not stop it:
-    HLT, a stop from a callback, an error).  ``code_pages`` (one byte per
-    4 KiB page of the first ``ram_size`` bytes) marks the pages blocks ran
-    from since the byte was last cleared."""
+    ``disarm()`` after it, which tells why the hook stopped the run:
+    TIMED_OUT (the monotonic clock passed the deadline), KICKED (``kick()``),
+    DELIVER (an interrupt acknowledged by ``intack`` that the hook left to
+    the loop: ``vector``), SERVICE_STOP (``service`` asked for the stop),
+    CALLBACK_ERROR (a callback raised: ``take_error()``), or IDLE (the hook
+    did not stop it: HLT, a stop from another callback, an error).
 
-    def __init__(self, uc, ram_size=0):
-        lib = _unicorn.uclib
-        pages = ram_size >> PAGE_SHIFT
-        self._pages = (ctypes.c_uint8 * max(1, pages))()
-        self.code_pages = memoryview(self._pages).cast("B")
-        self._state = _HookState(IDLE, 0, X.UC_X86_REG_EFLAGS, pages,
-                                 ctypes.cast(self._pages, ctypes.POINTER(ctypes.c_uint8)))
-        hook = _slice_stop.hook_address(ctypes.cast(lib.uc_emu_stop, ctypes.c_void_p).value,
-                                        ctypes.cast(lib.uc_reg_read, ctypes.c_void_p).value)
+    ``ram`` is the GuestRam.  ``intack()`` is called at the first block
+    boundary with IF set while ``irq`` is set: the vector to deliver, or -1.
+    ``service()`` is called at the next block boundary once ``io`` is set
+    (from any thread, by ``io_ready()``); True ends the run.  ``code_pages``
+    (one byte per 4 KiB page of RAM) marks the pages blocks ran from since
+    the byte was last cleared."""
+
+    def __init__(self, uc, ram, intack=None, service=None):
+        pages = ram.size >> PAGE_SHIFT
+        self._marks = bytearray(max(1, pages))
+        self.code_pages = memoryview(self._marks)
+        self._hook = hook = _slice_stop.BlockHook(
+            ram.address, ram.size, self.code_pages, _HOOK_REGS,
+            intack or (lambda: -1), service or (lambda: False))
+        hook.deliver = 1 if intack is not None else 0
         handle = _unicorn.uc_hook_h()
-        status = lib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
-                                 ctypes.c_void_p(hook),
-                                 ctypes.cast(ctypes.byref(self._state), ctypes.c_void_p),
-                                 ctypes.c_uint64(1), ctypes.c_uint64(0))
+        status = _lib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
+                                  ctypes.c_void_p(_slice_stop.hook_address()),
+                                  ctypes.c_void_p(hook.state_address()),
+                                  ctypes.c_uint64(1), ctypes.c_uint64(0))
         if status != 0:
-            raise OSError(f"uc_hook_add for the slice timer failed with unicorn error {status}")
-        self._uc = uc                      # the hook reads self._state as long as the engine lives
-        self._stop_hook = _slice_stop.stop_hook_address()
-        self._cond = threading.Condition()
-        self._deadline = None              # monotonic ns at which the running slice ends
-        thread = threading.Thread(target=_serve, args=(weakref.ref(self), self._cond),
-                                  name="drivebay-slice-timer", daemon=True)
-        thread.start()
+            raise OSError(f"uc_hook_add for the block hook failed with unicorn error {status}")
+        self._uc = uc                      # the hook's state lives as long as the engine
+        self.arm = hook.arm
+        self.disarm = hook.disarm
+        self.take_error = hook.take_error
 
-    def arm(self, deadline_ns):
-        with self._cond:
-            self._deadline = deadline_ns
-            self._state.flag = IDLE
-            self._cond.notify()
-
-    def disarm(self):
-        with self._cond:
-            self._deadline = None
-            why = self._state.flag
-            self._state.flag = IDLE
-            return why if why in (TIMED_OUT, KICKED, IF_SET) else IDLE
+    @property
+    def vector(self):
+        return self._hook.vector
 
     def kick(self):
         """Stop the running slice before its next block (CPU thread only)."""
-        if self._state.flag == IDLE:
-            self._state.flag = KICK
+        self._hook.kick = 1
 
-    def add_stop_hook(self, begin, end):
-        """A code hook stopping the CPU before any instruction in [begin,
-        end] (it applies to blocks translated from now on); returns the
-        handle for ``remove_hook``."""
-        handle = _unicorn.uc_hook_h()
-        status = _unicorn.uclib.uc_hook_add(self._uc._uch, ctypes.byref(handle), UC_HOOK_CODE,
-                                            ctypes.c_void_p(self._stop_hook), None,
-                                            ctypes.c_uint64(begin), ctypes.c_uint64(end))
-        if status != 0:
-            raise OSError(f"uc_hook_add for a stop hook failed with unicorn error {status}")
-        return handle
+    def set_irq(self, level):
+        """The interrupt controller has (or no longer has) a request."""
+        self._hook.irq = 1 if level else 0
 
-    def remove_hook(self, handle):
-        _unicorn.uclib.uc_hook_del(self._uc._uch, handle)
+    def io_ready(self):
+        """A block completion is waiting (any thread): ``service()`` runs at
+        the next block boundary."""
+        self._hook.io = 1
 
-    def stop_after_this_block(self):
-        """Let the block about to run complete, then stop (CPU thread only)."""
-        self._state.flag = SKIP_ONE
-
-    def watch_if(self, on):
-        self._state.watch_if = 1 if on else 0
-
-    def _due_in(self):
-        """Timer side: mark the deadline passed; else the seconds left (None: no slice)."""
-        if self._deadline is None:
-            return None
-        left = self._deadline - time.monotonic_ns()
-        if left > 0:
-            return left / 1e9
-        if self._state.flag == IDLE:
-            self._state.flag = DUE
-        self._deadline = None
-        return None
-
-
-def _serve(ref, cond):
-    """The timer thread; it ends with the SliceTimer it serves."""
-    while True:
-        with cond:
-            timer = ref()
-            if timer is None:
-                return
-            wait = timer._due_in()
-            del timer
-            cond.wait(1.0 if wait is None else wait)
+    def io_seen(self):
+        self._hook.io = 0
