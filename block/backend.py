@@ -253,6 +253,8 @@ class BlockBackend(AsyncMedium):
                     continue
                 seen.add(id(f))
                 f.set_host_cache(False, cache_bytes=write_cache_bytes if f.writable else 0)
+                if f.direct is None:         # not a host file (an iSCSI connection)
+                    continue
                 f.direct.on_dirty = self._dirtied
                 f.direct.on_high_water = lambda d=f.direct: self.io.dispatch_background(d.drain_in_background)
                 self._direct_files.append(f)

@@ -10,6 +10,7 @@ import os
 
 from drivebay.block.driver import ImageFile
 from drivebay.block.floppy import FloppyDriver
+from drivebay.block.iscsi import IscsiDriver, is_url, mask_url
 from drivebay.block.iso import IsoDriver
 from drivebay.block.parallels import ParallelsDriver
 from drivebay.block.raw import RawDriver
@@ -25,6 +26,8 @@ PROBE_TAIL = 1024
 
 
 def driver_for(name):
+    if name == IscsiDriver.format_name:
+        return IscsiDriver
     for d in DRIVERS:
         if d.format_name == name:
             return d
@@ -33,7 +36,9 @@ def driver_for(name):
 
 
 def probe(path):
-    """The driver class for the image at ``path``."""
+    """The driver class for the image at ``path`` (an iscsi:// URL is a LUN, never a file)."""
+    if is_url(path):
+        return IscsiDriver
     f = ImageFile(path)
     try:
         size = f.size()
@@ -53,6 +58,11 @@ def probe(path):
 
 
 def open_image(path, writable=False, format=None):
-    """Open one image (not its parents: see block.chain)."""
+    """Open one image (not its parents: see block.chain), or the LUN an
+    iscsi:// URL names (``format`` then None, raw or iscsi)."""
+    if is_url(path):
+        if format not in (None, "raw", IscsiDriver.format_name):
+            raise FormatError(f"{mask_url(path)}: an iSCSI LUN is a raw disk, not {format!r}")
+        return IscsiDriver.open(path, writable=writable)
     cls = driver_for(format) if format else probe(path)
     return cls.open(path, writable=writable)

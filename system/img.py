@@ -56,9 +56,10 @@ def _image_info(image):
         "filename": image.path,
         "format": image.format_name,
         "virtual-size": image.size,
-        "actual-size": os.stat(image.path).st_blocks * 512,
         "variant": image.variant,
     }
+    if getattr(image.file, "fd", None) is not None:      # not for an iSCSI LUN
+        info["actual-size"] = os.stat(image.path).st_blocks * 512
     for key, attr in (("uuid", "uuid"), ("modification-uuid", "modification_uuid"),
                       ("parent-uuid", "parent_uuid"),
                       ("parent-modification-uuid", "parent_modification_uuid")):
