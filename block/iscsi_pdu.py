@@ -150,7 +150,7 @@ class Pdu:
         says how much follows (after ``len(ahs)`` bytes of AHS)."""
         if len(raw) != BHS_SIZE:
             raise ProtocolError(f"iSCSI header of {len(raw)} bytes (expected {BHS_SIZE})")
-        op, flags, b2, b3, ahs_words, dsl, lun, itt, *words = HEADER.unpack(raw)
+        op, flags, b2, b3, ahs_words, dsl, lun, itt, *words = HEADER.unpack_from(raw)
         pdu = cls.__new__(cls)
         pdu.opcode = op & 0x3F
         pdu.immediate = bool(op & IMMEDIATE)
@@ -200,9 +200,13 @@ def recv_exact(sock, n):
     return buf
 
 
-def recv_header(sock):
-    """The next PDU's header and AHS (its data segment still unread)."""
-    pdu = Pdu.decode_header(bytes(recv_exact(sock, BHS_SIZE)))
+def recv_header(sock, buf=None):
+    """The next PDU's header and AHS (its data segment still unread);
+    ``buf``, a 48-byte memoryview, is reused for the header bytes."""
+    if buf is None:
+        buf = memoryview(bytearray(BHS_SIZE))
+    recv_exact_into(sock, buf)
+    pdu = Pdu.decode_header(buf)
     if pdu.opcode not in TARGET_OPCODES:
         raise ProtocolError(f"iSCSI target sent an unknown opcode {pdu.opcode:#04x}")
     if pdu.ahs_length:

@@ -149,13 +149,22 @@ class _Task:
         self.view = view                 # where Data-In goes (None: no data expected)
         self.got = 0
         self.r2ts = collections.deque()
-        self.wake = threading.Event()
+        self.wake = threading.Lock()     # held while nothing happened: see signal()
+        self.wake.acquire()
         self.done = False
         self.status = 0
         self.sense = b""
         self.residual = 0                # positive: underflow; negative: overflow
         self.error = None
         self.response = None             # the PDU that ended it
+
+    def signal(self):
+        """Wake the issuing thread (a lock used as a binary semaphore: cheaper
+        than an Event; a second signal before it wakes is one wake-up)."""
+        try:
+            self.wake.release()
+        except RuntimeError:             # already signalled
+            pass
 
 
 class ScsiResult:
@@ -386,6 +395,8 @@ class Session:
         self._reader.start()
 
     def _update_window(self, exp_cmd_sn, max_cmd_sn):
+        if max_cmd_sn == self.max_cmd_sn and self._reader is not None:
+            return                  # the usual case: nothing moved
         with self._window:
             if sn_lt(max_cmd_sn, (exp_cmd_sn - 1) & 0xFFFFFFFF):
                 return              # RFC 7143 4.2.2.1: such values are ignored
@@ -399,9 +410,10 @@ class Session:
             self.exp_stat_sn = n
 
     def _read_loop(self):
+        header = memoryview(bytearray(P.BHS_SIZE))
         try:
             while True:
-                self._dispatch(P.recv_header(self.sock))
+                self._dispatch(P.recv_header(self.sock, header))
         except BaseException as e:          # the connection is over: fail every waiter
             if not isinstance(e, ProtocolError):
                 e = ProtocolError(f"iSCSI reader failed: {e!r}")
@@ -415,7 +427,7 @@ class Session:
             tasks = list(self._tasks.values())
         for task in tasks:
             task.error = self._dead
-            task.wake.set()
+            task.signal()
         with self._window:
             self._window.notify_all()
         try:
@@ -452,7 +464,7 @@ class Session:
                 raise ProtocolError(f"{self.where}: R2T for task {pdu.itt:#x}, which is not a "
                                     f"write in progress")
             task.r2ts.append((pdu.buffer_offset, pdu.residual, pdu.ttt))
-            task.wake.set()
+            task.signal()
         elif op == P.NOP_IN:
             if pdu.ttt != NO_TAG:        # the target pings: answer with its tag and data
                 reply = Pdu(P.NOP_OUT, P.FINAL, lun=pdu.lun, itt=NO_TAG,
@@ -513,7 +525,7 @@ class Session:
     def _finish(task, pdu):
         task.response = pdu
         task.done = True
-        task.wake.set()
+        task.signal()
 
     def _send_quietly(self, pdu):
         try:
@@ -565,9 +577,8 @@ class Session:
         """Wait for ``task`` to end, sending Data-Out for its R2Ts meanwhile."""
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not task.wake.wait(left):
+            if left <= 0 or not task.wake.acquire(timeout=left):
                 self._timed_out(what)
-            task.wake.clear()
             while task.r2ts:
                 yield task.r2ts.popleft()
             if task.error is not None:

@@ -1,150 +1,29 @@
-"""A private tgtd (Debian package ``tgt``) for the iSCSI initiator's tests.
+"""Fixtures for the iSCSI initiator's tests: a private tgtd (tests/tgtd.py).
 
-``tgtd`` starts one daemon for the whole run on a free TCP port and a free
-control port (``tgtd -f --iscsi portal=127.0.0.1:PORT -C N``); each test
-makes its own target with ``Tgtd.target()`` (a sparse backing file, LUN 1,
-CHAP accounts, target parameters) through ``tgtadm -C N``.  ``tgtd_factory``
-starts extra daemons for the tests that kill one.  Every daemon this file
-starts is killed by its pid afterwards.
+``tgtd`` starts one daemon for the whole run; each test makes its own target
+with ``tgtd.target()``.  ``tgtd_factory`` starts extra daemons for the tests
+that kill one.  Every daemon started here is killed by its pid afterwards.
 """
 
-import itertools
-import os
-import random
-import shutil
-import signal
-import socket
-import subprocess
-import time
+import sys
+from pathlib import Path
 
 import pytest
 
-MiB = 1 << 20
-START_TIMEOUT = 10.0
-CONTROL_DIR = "/var/run/tgtd"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tgtd import Tgtd  # noqa: E402
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_control_port():
-    for _ in range(100):
-        n = random.randrange(1000, 32000)     # tgtd takes 0..32767
-        if not os.path.exists(os.path.join(CONTROL_DIR, f"socket.{n}")):
-            return n
-    raise RuntimeError("no free tgtd control port")
-
-
-class Tgtd:
-    """One running tgtd and the targets made on it."""
-
-    def __init__(self, workdir):
-        if shutil.which("tgtd") is None or shutil.which("tgtadm") is None:
-            pytest.fail("tgtd/tgtadm not installed (Debian package tgt; tests/run installs it)")
-        self.workdir = workdir
-        self.port = free_port()
-        self.control = free_control_port()
-        self.log = open(os.path.join(workdir, f"tgtd-{self.port}.log"), "wb")
-        self.proc = subprocess.Popen(
-            ["tgtd", "-f", "--iscsi", f"portal=127.0.0.1:{self.port}", "-C", str(self.control)],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._tids = itertools.count(1)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tgtd exited at once (see {self.log.name})")
-            ok = subprocess.run(["tgtadm", "-C", str(self.control), "--lld", "iscsi", "--op",
-                                 "show", "--mode", "target"], capture_output=True).returncode == 0
-            if ok and self._listening():
-                break
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"tgtd did not start in {START_TIMEOUT} s")
-            time.sleep(0.05)
-
-    def _listening(self):
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    def adm(self, *args):
-        r = subprocess.run(["tgtadm", "-C", str(self.control), "--lld", "iscsi", *map(str, args)],
-                           capture_output=True, text=True, timeout=20)
-        if r.returncode:
-            raise RuntimeError(f"tgtadm {' '.join(map(str, args))}: {r.stdout}{r.stderr}")
-        return r.stdout
-
-    def target(self, name, size=16 * MiB, content=None, readonly=False, thin=False,
-               users=(), outgoing=None, params=None):
-        """A target with LUN 1 backed by a new file; returns a Target."""
-        tid = next(self._tids)
-        iqn = f"iqn.2026-01.org.drivebay.test:{name}"
-        backing = os.path.join(self.workdir, f"{name}-{self.port}.img")
-        with open(backing, "wb") as f:
-            f.truncate(size)
-            if content is not None:
-                f.write(content)
-        self.adm("--op", "new", "--mode", "target", "--tid", tid, "-T", iqn)
-        for key, value in (params or {}).items():
-            self.adm("--op", "update", "--mode", "target", "--tid", tid, "--name", key,
-                     "--value", value)
-        self.adm("--op", "new", "--mode", "logicalunit", "--tid", tid, "--lun", 1, "-b", backing)
-        lu = [f"readonly={int(readonly)}"] + (["thin_provisioning=1"] if thin else [])
-        self.adm("--op", "update", "--mode", "logicalunit", "--tid", tid, "--lun", 1,
-                 "--params", ",".join(lu))
-        for user, password in users:
-            self.adm("--op", "new", "--mode", "account", "--user", user, "--password", password)
-            self.adm("--op", "bind", "--mode", "account", "--tid", tid, "--user", user)
-        if outgoing:
-            user, password = outgoing
-            self.adm("--op", "new", "--mode", "account", "--user", user, "--password", password)
-            self.adm("--op", "bind", "--mode", "account", "--tid", tid, "--user", user,
-                     "--outgoing")
-        self.adm("--op", "bind", "--mode", "target", "--tid", tid, "-I", "ALL")
-        return Target(self, tid, iqn, backing)
-
-    def stop(self, sig=signal.SIGKILL):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-        for suffix in ("", ".lock"):
-            try:
-                os.unlink(os.path.join(CONTROL_DIR, f"socket.{self.control}{suffix}"))
-            except OSError:
-                pass
-
-
-class Target:
-    def __init__(self, tgtd, tid, iqn, backing):
-        self.tgtd, self.tid, self.iqn, self.backing = tgtd, tid, iqn, backing
-
-    def url(self, user=None, password=None, lun=1):
-        cred = f"{user}%{password}@" if user is not None else ""
-        return f"iscsi://{cred}127.0.0.1:{self.tgtd.port}/{self.iqn}/{lun}"
-
-    def file_bytes(self, offset=0, length=None):
-        with open(self.backing, "rb") as f:
-            f.seek(offset)
-            return f.read() if length is None else f.read(length)
-
-    def set_lun(self, **params):
-        self.tgtd.adm("--op", "update", "--mode", "logicalunit", "--tid", self.tid, "--lun", 1,
-                      "--params", ",".join(f"{k}={v}" for k, v in params.items()))
+def _start(workdir):
+    try:
+        return Tgtd(workdir)
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="session")
 def tgtd(tmp_path_factory):
-    daemon = Tgtd(str(tmp_path_factory.mktemp("tgtd")))
+    daemon = _start(str(tmp_path_factory.mktemp("tgtd")))
     yield daemon
     daemon.stop()
 
@@ -154,7 +33,7 @@ def tgtd_factory(tmp_path):
     started = []
 
     def start():
-        started.append(Tgtd(str(tmp_path)))
+        started.append(_start(str(tmp_path)))
         return started[-1]
     yield start
     for daemon in started:

@@ -10,6 +10,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from drivebay.block import iscsi_session
 from drivebay.block.backend import BlockBackend
@@ -318,3 +320,68 @@ def test_open_chain_and_cli_info_and_convert(tgtd, tmp_path, capsys):
     with open_image(out) as copy:
         assert copy.format_name == "vdi" and copy.size == 4 * MiB
         assert copy.read(0, 4 * MiB) == content + bytes(2 * MiB)
+
+
+# -- a model: concurrent batches through BlockBackend against a bytearray --------------------
+
+MODEL_SIZE = 2 * MiB
+op = st.tuples(st.sampled_from(["read", "write", "flush"]), st.integers(0, MODEL_SIZE // 512 - 1),
+               st.integers(1, 256), st.integers(0, 255))
+batches = st.lists(st.lists(op, min_size=1, max_size=12), min_size=1, max_size=4)
+
+
+@pytest.fixture(scope="module")
+def model_disk(tgtd):
+    t = tgtd.target("model", size=MODEL_SIZE)
+    io = IoThreads(4)
+    backend = BlockBackend(Chain([open_image(t.url(), writable=True)]), io=io)
+    yield t, backend, bytearray(MODEL_SIZE)
+    backend.close()
+    io.close()
+
+
+def _disjoint(batch):
+    """The ops of a batch whose ranges no write of the batch overlaps (so
+    their order does not matter)."""
+    taken, chosen = [], []
+    for kind, block, count, seed in batch:
+        start = block * 512
+        end = min(MODEL_SIZE, start + count * 512)
+        if kind != "flush" and any(s < end and start < e and (kind == "write" or w)
+                                   for s, e, w in taken):
+            continue
+        if kind != "flush":
+            taken.append((start, end, kind == "write"))
+        chosen.append((kind, start, end - start, seed))
+    return chosen
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(batches=batches)
+def test_concurrent_batches_match_a_model(model_disk, batches):
+    t, backend, model = model_disk
+    io = backend.io
+    for batch in batches:
+        done, reads = [], []
+        for kind, offset, length, seed in _disjoint(batch):
+            if kind == "write":
+                data = bytes((seed + i * 13) & 0xFF for i in range(256)) * (length // 256) + \
+                    bytes((seed + i * 13) & 0xFF for i in range(length % 256))
+                model[offset:offset + length] = data
+                backend.submit(Request(Op.WRITE, offset, (data,)), done.append)
+            elif kind == "read":
+                buf = bytearray(length)
+                reads.append((offset, buf, bytes(model[offset:offset + length])))
+                backend.submit(Request(Op.READ, offset, (buf,)), done.append)
+            else:
+                backend.submit(Request(Op.FLUSH), done.append)
+        want = len(reads) + sum(1 for k, *_ in _disjoint(batch) if k != "read")
+        deadline = time.monotonic() + 30
+        while len(done) < want and time.monotonic() < deadline:
+            io.wait(1)
+            io.poll_completions()
+        assert len(done) == want and all(d.ok for d in done)
+        for offset, buf, expect in reads:
+            assert buf == expect, f"read at {offset}"
+    assert t.file_bytes(0, MODEL_SIZE) == model
