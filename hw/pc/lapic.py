@@ -138,6 +138,10 @@ def _highest(bits):
     return bits.bit_length() - 1
 
 
+def _unconnected(level):
+    pass
+
+
 class Lapic:
     """The local APIC of our one CPU.
 
@@ -154,7 +158,9 @@ class Lapic:
     def __init__(self, clock, extint=None, intr=None, apic_id=0, bsp=True, eoi_broadcast=None):
         self.clock = clock
         self.extint = extint
-        self.intr = intr if intr is not None else IrqLine(name="lapic.intr")
+        # Connected by the machine; a line made without a sink would record
+        # every transition (a test probe).
+        self.intr = intr if intr is not None else IrqLine(_unconnected, name="lapic.intr")
         self.apic_id = apic_id
         self.bsp = bsp
         self.eoi_broadcast = eoi_broadcast
@@ -217,7 +223,7 @@ class Lapic:
 
     def _deliverable_vector(self):
         """The IRR vector the CPU would take now, or -1."""
-        if not self.software_enabled:
+        if not self.irr or not self.regs[SVR] & SVR_APIC_ENABLED:
             return -1
         irrv = _highest(self.irr)
         if irrv >= 0 and irrv >> 4 > self.ppr() >> 4:

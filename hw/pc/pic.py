@@ -64,15 +64,18 @@ OCW3_ESMM = 0x40
 _READY, _ICW2, _ICW3, _ICW4 = 0, 1, 2, 3
 
 
+# _FIRST_SET[priority_add][mask]: position (0 = highest priority) of the
+# first set bit of ``mask`` when IR ``priority_add`` has the highest priority;
+# 8 for an empty mask.  The lookup runs on every request, INTA and EOI.
+_FIRST_SET = tuple(
+    tuple(next((p for p in range(8) if mask & (1 << ((p + add) & 7))), 8) for mask in range(256))
+    for add in range(8))
+
+
 def _lowest_priority_index(mask, priority_add):
     """Position (0 = highest priority) of the first set bit of ``mask`` in the
     current priority order, or 8 when the mask is empty."""
-    if not mask:
-        return 8
-    priority = 0
-    while not mask & (1 << ((priority + priority_add) & 7)):
-        priority += 1
-    return priority
+    return _FIRST_SET[priority_add][mask]
 
 
 class I8259:
@@ -141,10 +144,14 @@ class I8259:
 
     def highest_request(self):
         """The IR number this chip would present at INTA, or -1."""
-        priority = _lowest_priority_index(self.irr & ~self.imr, self.priority_add)
-        if priority == 8:
+        requests = self.irr & ~self.imr
+        if not requests:
             return -1
+        order = _FIRST_SET[self.priority_add]
+        priority = order[requests]
         in_service = self.isr
+        if not in_service:
+            return (priority + self.priority_add) & 7
         if self.special_mask:
             # 8259A, special mask mode: "enables all lower priority levels
             # ... except those masked"; masked in-service levels don't block.
@@ -153,7 +160,7 @@ class I8259:
             # Special fully nested mode: a higher priority request from the
             # slave is recognised while IR2 is in service.
             in_service &= ~(1 << CASCADE_IRQ)
-        if priority < _lowest_priority_index(in_service, self.priority_add):
+        if priority < order[in_service]:
             return (priority + self.priority_add) & 7
         return -1
 
@@ -282,6 +289,10 @@ class I8259:
         return self.imr
 
 
+def _unconnected(level):
+    pass
+
+
 class PicPair:
     """The cascaded master/slave 8259A pair of the PC, with ELCR.
 
@@ -293,7 +304,9 @@ class PicPair:
     STATE_FIELDS = ()          # the state is the two chips' (``master``, ``slave``)
 
     def __init__(self, intr=None):
-        self.intr = intr if intr is not None else IrqLine(name="pic.intr")
+        # Unconnected until the machine wires it (a line made without a sink
+        # would record every transition, for tests).
+        self.intr = intr if intr is not None else IrqLine(_unconnected, name="pic.intr")
         self.master = I8259("pic_master", self._master_output, True, ELCR_MASK[0])
         self.slave = I8259("pic_slave", self._slave_output, False, ELCR_MASK[1])
         self._sinks = [self._make_sink(irq) for irq in range(16)]

@@ -260,24 +260,30 @@ def test_rep_string_io_survives_stops(machine, direction, bulk):
     """Unicorn replays the interrupted iteration of REP INSW/OUTSW after a stop;
     the device must still see each word exactly once, whether the CPU moves
     the words one hook call at a time or a whole run at once (a region with
-    read_repeat/write_repeat, served in chunks of 250 words)."""
-    cpu, ram, _, _ = machine
+    read_repeat/write_repeat, served in chunks of 250 words), with interrupt
+    handlers run between iterations and slices stopped in the middle."""
+    cpu, ram, intc, _ = machine
     words = 3000
     seen = []
     counter = iter(range(1, 1 << 20))
     calls = []
 
+    def event():
+        if len(seen) % 97 == 0:
+            intc.armed += 1                            # an interrupt, taken mid-REP
+            cpu.interrupt_raised(True)
+        if len(seen) % 211 == 0:
+            cpu._slice_timer.kick()                    # and a slice stopped mid-REP
+
     def read(offset, size):
         value = next(counter)
         seen.append(value)
-        if len(seen) % 97 == 0:
-            cpu.interrupt_raised(True)                 # an interrupt kick stops the slice
+        event()
         return value
 
     def write(offset, size, value):
         seen.append(value)
-        if len(seen) % 97 == 0:
-            cpu.interrupt_raised(True)
+        event()
 
     def read_repeat(offset, size, count):
         calls.append(count)
@@ -294,20 +300,25 @@ def test_rep_string_io_survives_stops(machine, direction, bulk):
                read_repeat=read_repeat if bulk else None, write_repeat=write_repeat if bulk else None)
     ram.load(0x200000, b"".join(i.to_bytes(2, "little") for i in range(1, words + 1)))
     op = "rep insw" if direction == "in" else "rep outsw"
-    start_pm(cpu, ram, f"""
+    start_pm(cpu, ram, IDT_SETUP + gate(0x20, "isr") + f"""
     movl ${words}, %ecx
     movl $0x200000, %edi
     movl $0x200000, %esi
     movw $0x1f0, %dx
     cld
+    sti
     {op}
+    cli
     movw $0x501, %dx
     movw $0, %ax
     outw %ax, %dx
+isr:
+    iret
 """)
     result = cpu.run(budget_ns=5_000_000_000)
     assert result.reason == StopReason.EXIT
     assert seen == list(range(1, words + 1))
+    assert intc.acks == words // 97 and intc.armed == 0
     stored = [int.from_bytes(ram.buffer[0x200000 + 2 * i:0x200002 + 2 * i], "little") for i in range(words)]
     assert stored == list(range(1, words + 1))
     assert bool(calls) == bulk and len(calls) < (words // 100 if bulk else 1)
