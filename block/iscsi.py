@@ -28,7 +28,7 @@ import threading
 import time
 
 from drivebay.block.driver import BlockDriver, Extent, State
-from drivebay.block.iscsi_pdu import encode_lun
+from drivebay.block.iscsi_pdu import ProtocolError, encode_lun
 from drivebay.block.iscsi_session import DEFAULT_PORT, DEFAULT_TIMEOUT, Session, initiator_name
 from drivebay.errors import ConfigError, ImageError, UnsupportedOperation
 
@@ -122,7 +122,11 @@ class IscsiUrl:
 
 
 class IscsiConnection:
-    """What a BlockDriver keeps as its ``file``: the session to the LUN."""
+    """What a BlockDriver keeps as its ``file``: the session to the LUN.
+
+    A session whose connection failed (the target restarted, a network
+    blip) is replaced by a new login the next time a command needs it: once
+    per command, so a target that stays away still gives an error at once."""
 
     def __init__(self, url, writable, timeout=DEFAULT_TIMEOUT, target_user=None,
                  target_password=None):
@@ -131,15 +135,44 @@ class IscsiConnection:
         self.writable = writable
         self.direct = None
         self.lun_field = encode_lun(url.lun)
-        self.session = Session(url.host, url.port, url.target, user=url.user,
-                               password=url.password, target_user=target_user,
-                               target_password=target_password, timeout=timeout,
-                               initiator_name=initiator_name())
+        self.reconnects = 0
+        self._login_args = dict(user=url.user, password=url.password, target_user=target_user,
+                                target_password=target_password, timeout=timeout,
+                                initiator_name=initiator_name())
+        self._relogin = threading.Lock()
+        self._closed = False
+        self.session = self._login()
+
+    def _login(self):
+        return Session(self.url.host, self.url.port, self.url.target, **self._login_args)
+
+    def execute(self, cdb, read_into=None, write=None):
+        """Run ``cdb`` on the LUN, logging in again once if the connection
+        had failed; a ScsiResult."""
+        session = self.session
+        try:
+            return session.execute(self.lun_field, cdb, read_into=read_into, write=write)
+        except ProtocolError as lost:
+            with self._relogin:
+                if self._closed:
+                    raise
+                if self.session is session:
+                    try:
+                        self.session = self._login()
+                    except ImageError as e:
+                        err = ProtocolError(f"{lost}; logging in again failed: {e}",
+                                            getattr(lost, "errno", None))
+                        raise err from None
+                    self.reconnects += 1
+                    session.close()
+            return self.session.execute(self.lun_field, cdb, read_into=read_into, write=write)
 
     def set_host_cache(self, enabled, **options):
         """No host page cache in the way of a network LUN."""
 
     def close(self):
+        with self._relogin:
+            self._closed = True
         self.session.close()
 
 
@@ -192,8 +225,6 @@ class IscsiDriver(BlockDriver):
         return image
 
     def _open(self):
-        self.session = self.file.session
-        self.lun_field = self.file.lun_field
         self.variant = "iscsi"
         self._rmw = threading.Lock()
         inquiry = self.command(bytes([INQUIRY, 0, 0, 0, 96, 0]), "INQUIRY", read=96)
@@ -246,6 +277,11 @@ class IscsiDriver(BlockDriver):
             limit = min(limit, self.max_transfer_blocks)
         self.chunk_blocks = max(1, limit)
 
+    @property
+    def session(self):
+        """The current iSCSI session (a new one after a reconnect)."""
+        return self.file.session
+
     def _vpd_pages(self):
         try:
             data = self._vpd(VPD_SUPPORTED, 255)
@@ -275,11 +311,15 @@ class IscsiDriver(BlockDriver):
             if read is not None:
                 buf = bytearray(read)
                 into = memoryview(buf)
-            result = self.session.execute(self.lun_field, cdb, read_into=into, write=write)
+            result = self.file.execute(cdb, read_into=into, write=write)
             status = result.status
             if status == GOOD:
                 if buf is not None:
                     return bytes(buf[:read - max(0, result.residual)])
+                if result.residual and lba is not None:   # READ/WRITE: all of it or an error
+                    raise ScsiError(f"{self.path}: {what} at LBA {lba}: the target transferred "
+                                    f"{'less' if result.residual > 0 else 'more'} than asked "
+                                    f"(residual {abs(result.residual)} bytes)", errno.EIO)
                 return None
             if status == CHECK_CONDITION:
                 key, asc, ascq = parse_sense(result.sense)

@@ -39,12 +39,12 @@ def free_control_port():
 class Tgtd:
     """One running tgtd and the targets made on it."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, port=None):
         if shutil.which("tgtd") is None or shutil.which("tgtadm") is None:
             raise RuntimeError("tgtd/tgtadm not installed (Debian package tgt; tests/run "
                                "installs it)")
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
         self.control = free_control_port()
         self.log = open(os.path.join(workdir, f"tgtd-{self.port}.log"), "wb")
         self.proc = subprocess.Popen(
@@ -79,15 +79,17 @@ class Tgtd:
         return r.stdout
 
     def target(self, name, size=16 * MiB, content=None, readonly=False, thin=False,
-               users=(), outgoing=None, params=None):
-        """A target with LUN 1 backed by a new file; returns a Target."""
+               users=(), outgoing=None, params=None, backing=None):
+        """A target with LUN 1 backed by a new file (or the existing file
+        ``backing``); returns a Target."""
         tid = next(self._tids)
         iqn = f"iqn.2026-01.org.drivebay.test:{name}"
-        backing = os.path.join(self.workdir, f"{name}-{self.port}.img")
-        with open(backing, "wb") as f:
-            f.truncate(size)
-            if content is not None:
-                f.write(content)
+        if backing is None:
+            backing = os.path.join(self.workdir, f"{name}-{self.port}.img")
+            with open(backing, "wb") as f:
+                f.truncate(size)
+                if content is not None:
+                    f.write(content)
         self.adm("--op", "new", "--mode", "target", "--tid", tid, "-T", iqn)
         for key, value in (params or {}).items():
             self.adm("--op", "update", "--mode", "target", "--tid", tid, "--name", key,

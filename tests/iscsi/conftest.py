@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tgtd import Tgtd  # noqa: E402
 
 
-def _start(workdir):
+def _start(workdir, port=None):
     try:
-        return Tgtd(workdir)
+        return Tgtd(workdir, port)
     except RuntimeError as e:
         pytest.fail(str(e))
 
@@ -32,8 +32,8 @@ def tgtd(tmp_path_factory):
 def tgtd_factory(tmp_path):
     started = []
 
-    def start():
-        started.append(_start(str(tmp_path)))
+    def start(port=None):
+        started.append(_start(str(tmp_path), port))
         return started[-1]
     yield start
     for daemon in started:

@@ -251,6 +251,21 @@ def test_target_killed_mid_session_gives_an_error(tgtd_factory):
         image.close()
 
 
+def test_session_logs_in_again_after_the_target_restarts(tgtd_factory):
+    daemon = tgtd_factory()
+    t = daemon.target("restart", content=b"before" * 100)
+    with open_image(t.url(), writable=True) as image:
+        image.write(4096, b"one" * 100)
+        first = image.session
+        daemon.stop(signal.SIGKILL)
+        again = tgtd_factory(port=daemon.port)         # same portal, same backing file
+        again.target("restart", backing=t.backing)
+        assert image.read(0, 600) == b"before" * 100   # logged in again, transparently
+        image.write(8192, b"two" * 100)
+        assert image.session is not first and image.file.reconnects == 1
+    assert t.file_bytes(4096, 300) == b"one" * 100 and t.file_bytes(8192, 300) == b"two" * 100
+
+
 def test_target_that_stops_answering_times_out(tgtd_factory):
     daemon = tgtd_factory()
     t = daemon.target("stopped")
