@@ -79,6 +79,13 @@ MAX_FLOPPY_SIZE = 4_030_464
 ISO_PVD_OFFSET = 0x8001            # ECMA-119 8.4: "CD001" at byte 1 of sector 16
 ISO_STANDARD_ID = b"CD001"
 VISO_MARKER = b"--iprt-iso-maker-file-marker"     # VirtualBox VISO files start so
+ISCSI_FORMAT = "iscsi"
+ISCSI_SCHEME = "iscsi://"
+ISCSI_PORT = 3260
+# The properties VirtualBox keeps for an iSCSI medium (its ISCSI backend's
+# configuration keys); drivebay reads the initiator's CHAP account from them.
+ISCSI_PROPERTIES = ("TargetAddress", "TargetName", "LUN", "InitiatorName",
+                    "InitiatorUsername", "InitiatorSecret")
 
 
 def default_home():
@@ -259,8 +266,32 @@ class Medium:
         return os.path.basename(self.location)
 
     @property
+    def is_network(self):
+        """An iSCSI LUN: no file, its location a URL (block/iscsi.py)."""
+        return self.format == ISCSI_FORMAT
+
+    @property
     def accessible(self):
+        if self.is_network:
+            return True              # known only by logging in; refresh and info do
         return os.path.isfile(self.location)
+
+    @property
+    def open_location(self):
+        """What open_image opens: the file, or an iSCSI LUN's URL with the
+        initiator's CHAP account from the properties VirtualBox names."""
+        if not self.is_network:
+            return self.location
+        user = self.properties.get("InitiatorUsername")
+        if not user:
+            return self.location
+        scheme, rest = self.location.split("://", 1)
+        return f"{scheme}://{user}%{self.properties.get('InitiatorSecret', '')}@{rest}"
+
+    def require_file(self, action):
+        if self.is_network:
+            raise MediaError(f"Cannot {action} '{self.location}': it is an iSCSI LUN, not a "
+                             f"file drivebay manages")
 
     def to_json(self):
         return {"uuid": self.uuid, "location": self.location, "format": self.format,
@@ -353,9 +384,13 @@ class MediaRegistry:
         f = Fields(item, path, where)
         uuid = f.uuid("uuid")
         location = f.take("location", str)
-        if not os.path.isabs(location):
-            f.fail("location", f"{location!r} is not an absolute path")
         fmt = f.take("format", str)
+        if fmt == ISCSI_FORMAT:
+            if not location.startswith(ISCSI_SCHEME):
+                f.fail("location", f"{location!r}: an iSCSI medium's location is an "
+                                   f"{ISCSI_SCHEME} URL")
+        elif not os.path.isabs(location):
+            f.fail("location", f"{location!r} is not an absolute path")
         mtype = f.take("type", str, choices=ALLOWED_TYPES[device])
         autoreset = f.take("autoreset", bool, default=True)
         description = f.take("description", str, default="")
@@ -368,7 +403,9 @@ class MediaRegistry:
         f.done()
         if parent is not None and device != "hdd":
             raise MediaError(f"{path}: field {where}.parent: only hard disks have parents")
-        return Medium(uuid, os.path.normpath(location), device, fmt, mtype, autoreset,
+        if fmt != ISCSI_FORMAT:
+            location = os.path.normpath(location)
+        return Medium(uuid, location, device, fmt, mtype, autoreset,
                       description, props, parent, in_image)
 
     def _check_no_loop(self, m):
@@ -405,7 +442,8 @@ class MediaRegistry:
         return self.media.get(canonical_uuid(uuid))
 
     def by_location(self, path):
-        path = os.path.normpath(os.path.abspath(path))
+        if not str(path).startswith(ISCSI_SCHEME):
+            path = os.path.normpath(os.path.abspath(path))
         for m in self.media.values():
             if m.location == path:
                 return m
@@ -471,19 +509,20 @@ class MediaRegistry:
         if parent_uuid in (None, NULL_UUID):
             child = self.by_location(child_path)
             if child is not None and child.parent is not None:
-                return self.media[child.parent].location
+                return self.media[child.parent].open_location
             return None
         m = self.media.get(str(parent_uuid))
         if m is not None:
-            return m.location
+            return m.open_location
         child = self.by_location(child_path)
         if child is not None and child.parent is not None:
-            return self.media[child.parent].location
+            return self.media[child.parent].open_location
         return None
 
     def open_chain(self, uuid, writable=False):
         m = self.media[canonical_uuid(uuid)]
-        return open_chain(m.location, writable=writable, format=m.format, resolver=self.resolver)
+        return open_chain(m.open_location, writable=writable, format=m.format,
+                          resolver=self.resolver)
 
     def tree(self):
         """``[(medium, depth)]`` for every hard disk, parents before children."""
@@ -560,6 +599,48 @@ class MediaRegistry:
             self.set_type(m.uuid, mtype)
         return m
 
+    def add_iscsi(self, server, target, lun=0, port=None, username=None, password=None,
+                  initiator=None):
+        """Register a LUN of an iSCSI target as a hard disk (VBoxManage
+        storageattach --medium iscsi does this).  As VirtualBox does, the
+        medium gets a new UUID (a LUN carries none) and keeps the target and
+        the CHAP account in its properties; its location is the LUN's URL
+        without the password (iscsi://server:port/target/lun).  The same LUN
+        registered again is the same medium."""
+        host = server.strip()
+        if host.count(":") == 1:                     # VirtualBox: --server host:port
+            host, _, given = host.partition(":")
+            port = port or given
+        if not host or not target:
+            raise MediaError("an iSCSI medium needs --server and --target")
+        try:
+            port = int(port) if port else ISCSI_PORT
+            lun = int(lun)
+        except ValueError:
+            raise MediaError(f"iSCSI: the port {port!r} and LUN {lun!r} must be numbers") \
+                from None
+        if not 0 < port < 65536 or not 0 <= lun <= 16383:
+            raise MediaError(f"iSCSI: port {port} (1-65535) or LUN {lun} (0-16383) out of range")
+        if (username is None) != (password is None):
+            raise MediaError("iSCSI: CHAP needs both --username and --password")
+        hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        location = f"{ISCSI_SCHEME}{hostport}/{target}/{lun}"
+        props = {"TargetAddress": hostport, "TargetName": target, "LUN": str(lun)}
+        if initiator:
+            props["InitiatorName"] = initiator
+        if username is not None:
+            props.update(InitiatorUsername=username, InitiatorSecret=password)
+        known = self.by_location(location)
+        if known is not None:
+            known.properties.update(props)
+            self.dirty = True
+            return known
+        m = Medium(str(uuidlib.uuid4()), location, "hdd", ISCSI_FORMAT, "normal",
+                   properties=props, uuid_in_image=False)
+        self.media[m.uuid] = m
+        self.dirty = True
+        return m
+
     def _find_parent(self, location, fmt):
         from drivebay.block.chain import parent_path
         with open_image(location, format=fmt) as child:
@@ -627,7 +708,7 @@ class MediaRegistry:
         if os.path.exists(location):
             raise MediaError(f"{location}: already exists; refusing to overwrite it")
         os.makedirs(os.path.dirname(location), exist_ok=True)
-        with open_image(parent.location, format=parent.format) as image:
+        with open_image(parent.open_location, format=parent.format) as image:
             if image.uuid in (None, NULL_UUID):
                 image.uuid = uuidlib.UUID(parent.uuid)      # raw: the registry's UUID links
             cls.create(location, None if fmt == "vhd" else image.size, variant="dynamic",
@@ -648,7 +729,7 @@ class MediaRegistry:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         cls = driver_for(m.format)
-        with open_image(parent.location, format=parent.format) as image:
+        with open_image(parent.open_location, format=parent.format) as image:
             if image.uuid in (None, NULL_UUID):
                 image.uuid = uuidlib.UUID(parent.uuid)
             cls.create(tmp, None if m.format == "vhd" else image.size, variant="dynamic",
@@ -728,17 +809,21 @@ class MediaRegistry:
         out = {"uuid": m.uuid, "parent": m.parent, "device": m.device, "location": m.location,
                "format": m.format, "type": m.type, "base_type": self.effective_type(m.uuid),
                "autoreset": m.autoreset, "description": m.description,
-               "properties": dict(m.properties), "state": "created",
+               "properties": {k: "***" if k == "InitiatorSecret" else v
+                              for k, v in m.properties.items()}, "state": "created",
                "children": [c.uuid for c in self.children(m.uuid)],
                "in_use_by": [{"vm": n, "uuid": u, "where": w}
                              for n, u, w in self.users.users(m.uuid)]}
         if not m.accessible:
             out["state"] = "inaccessible"
             return out
-        out["actual_size"] = os.stat(m.location).st_blocks * 512
+        if not m.is_network:
+            out["actual_size"] = os.stat(m.location).st_blocks * 512
         if m.device == "hdd":
             try:
-                fmt, _uuid, _parent, size, variant = _image_facts(m.location, m.format)
+                fmt, _uuid, _parent, size, variant = _image_facts(m.open_location, m.format)
+                if m.is_network:
+                    out["actual_size"] = size
                 out.update(capacity=size, variant=variant)
             except DrivebayError as e:
                 out.update(state="inaccessible", error=str(e))
@@ -756,7 +841,7 @@ class MediaRegistry:
             if m.device != "hdd":
                 continue
             try:
-                fmt, file_uuid, parent, _size, _variant = _image_facts(m.location, m.format)
+                fmt, file_uuid, parent, _size, _variant = _image_facts(m.open_location, m.format)
             except DrivebayError as e:
                 problems[m.uuid] = str(e)
                 continue
@@ -806,6 +891,7 @@ class MediaRegistry:
         follow.  A hard link (or a copy on another file system) comes first and
         the old name goes last, so a killed process leaves a usable medium."""
         m = self.media[canonical_uuid(uuid)]
+        m.require_file("move")
         running = self.users.running(m.uuid)
         if running:
             raise MediaError(f"Cannot move '{m.location}': in use by the running VM(s) "
@@ -853,6 +939,7 @@ class MediaRegistry:
     def set_location(self, uuid, new_location):
         """Record that the file now lives at ``new_location`` (it was moved by hand)."""
         m = self.media[canonical_uuid(uuid)]
+        m.require_file("set the location of")
         target = os.path.normpath(os.path.abspath(new_location))
         if not os.path.isfile(target):
             raise MediaError(f"Could not find file for the medium '{target}'")
@@ -872,6 +959,7 @@ class MediaRegistry:
             raise MediaError(f"{m.location}: only hard disks can be resized")
         if self.users.running(m.uuid):
             raise MediaError(f"Cannot resize '{m.location}': in use by a running VM")
+        m.require_file("resize")
         with open_image(m.location, writable=True, format=m.format) as image:
             if new_size < image.size:
                 raise MediaError(f"{m.location}: shrinking from {image.size} to {new_size} "
@@ -880,6 +968,7 @@ class MediaRegistry:
 
     def compact(self, uuid, progress=None):
         m = self.media[canonical_uuid(uuid)]
+        m.require_file("compact")
         with open_image(m.location, writable=True, format=m.format) as image:
             if not hasattr(image, "compact"):
                 raise MediaError(f"{m.location}: {m.format} images cannot be compacted")
@@ -892,6 +981,8 @@ class MediaRegistry:
     def remove(self, uuid, delete=False):
         """Forget a medium (closemedium), optionally deleting its file."""
         m = self.media[canonical_uuid(uuid)]
+        if delete:
+            m.require_file("delete the storage of")
         kids = self.children(m.uuid)
         if kids:
             raise MediaError(f"Cannot close medium '{m.location}' because it has "

@@ -105,7 +105,7 @@ def rewrite_uuid(path, fmt, new_uuid, resolver=None):
 
 def _relink(child, parent):
     """Tell the child image its parent's (new) UUID, and where it is."""
-    with open_image(parent.location, format=parent.format) as p:
+    with open_image(parent.open_location, format=parent.format) as p:
         modification = p.modification_uuid
     with open_image(child.location, writable=True, format=child.format) as w:
         locator = os.path.relpath(parent.location, os.path.dirname(child.location))

@@ -223,7 +223,7 @@ def _relink(child, parent):
     """Point ``child``'s image at ``parent`` (link only: the caller made the
     parent read what the old parent chain read).  The UUID is the
     registry's, so a parent whose format stores none (raw) still links."""
-    with open_image(parent.location, format=parent.format) as p:
+    with open_image(parent.open_location, format=parent.format) as p:
         modification = p.modification_uuid
     locator = os.path.relpath(parent.location, os.path.dirname(child.location))
     with open_image(child.location, writable=True, format=child.format) as c:
@@ -483,7 +483,7 @@ class Session:
         optical = a.type == "dvddrive"
         try:
             return BlockBackend.open(
-                m.location, read_only=read_only, format=m.format, resolver=media.resolver,
+                m.open_location, read_only=read_only, format=m.format, resolver=media.resolver,
                 shareable=base_type == "shareable", discard=a.discard,
                 non_rotational=a.non_rotational, name=f"{a.controller}-{a.port}-{a.device}",
                 sector_size=OPTICAL_SECTOR if optical else DISK_SECTOR,
@@ -520,7 +520,7 @@ class Session:
             m, base_type, read_only = self._medium_of(a)
             try:
                 with image_locking(shareable=base_type == "shareable"):
-                    chain = open_chain(m.location, writable=not read_only, format=m.format,
+                    chain = open_chain(m.open_location, writable=not read_only, format=m.format,
                                        resolver=media.resolver)
                 backend.attach_chain(chain)
             except ImageLockedError as e:

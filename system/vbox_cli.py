@@ -319,11 +319,56 @@ ISCSI_OPTIONS = ("server", "target", "tport", "lun", "encodedlun", "username", "
                  "passwordfile", "initiator", "intnet")
 
 
+def _iscsi_medium(home, args):
+    """--medium iscsi: register the LUN (VBoxManage's options) and return its UUID."""
+    given = [f"--{o}" for o in ISCSI_OPTIONS if getattr(args, o) not in (None, False)]
+    if (args.medium or "").lower() != "iscsi":
+        raise ConfigError(f"{' '.join(given)}: only with --medium iscsi")
+    if args.intnet:
+        raise ConfigError("--intnet: drivebay reaches iSCSI targets through the host's network "
+                          "stack; VirtualBox's internal networking is not emulated")
+    if args.server is None or args.target is None:
+        raise ConfigError("--medium iscsi needs --server and --target")
+    if args.lun is not None and args.encodedlun is not None:
+        raise ConfigError("--lun and --encodedlun: give one")
+    lun = args.lun if args.lun is not None else 0
+    if args.encodedlun is not None:
+        lun = decode_lun(args.encodedlun)
+    password = args.password
+    if args.passwordfile is not None:
+        if password is not None:
+            raise ConfigError("--password and --passwordfile: give one")
+        try:
+            with open(args.passwordfile, encoding="utf-8") as f:
+                password = f.readline().rstrip("\r\n")
+        except OSError as e:
+            raise ConfigError(f"--passwordfile {args.passwordfile}: {e.strerror}") from None
+    if (args.type or "hdd") != "hdd":
+        raise ConfigError("an iSCSI LUN is attached as a hard disk (--type hdd)")
+    args.type = "hdd"
+    m = home.media.add_iscsi(args.server, args.target, lun, port=args.tport,
+                             username=args.username, password=password,
+                             initiator=args.initiator)
+    return m.uuid
+
+
+def decode_lun(text):
+    """An 8-byte SAM LUN (--encodedlun, hex) as a LUN number: peripheral
+    device addressing with bus 0, or flat space addressing (SAM-5 4.7)."""
+    try:
+        value = int(text, 16)
+    except ValueError:
+        raise ConfigError(f"--encodedlun {text!r}: not a hexadecimal number") from None
+    if not 0 <= value < 1 << 64:
+        raise ConfigError(f"--encodedlun {text!r}: more than 8 bytes")
+    method, bus = value >> 62, (value >> 56) & 0x3F
+    if method not in (0, 1) or (method == 0 and bus) or value & ((1 << 48) - 1):
+        raise ConfigError(f"--encodedlun {text!r}: only single-level peripheral (bus 0) and "
+                          f"flat space LUNs are understood")
+    return (value >> 48) & (0x3FFF if method == 1 else 0xFF)
+
+
 def cmd_storageattach(args):
-    iscsi = [f"--{o}" for o in ISCSI_OPTIONS if getattr(args, o) is not None]
-    if iscsi or (args.medium or "").lower() == "iscsi":
-        raise ConfigError(f"--medium iscsi{' ' + ' '.join(iscsi) if iscsi else ''}: not "
-                          f"available yet (drivebay has no iSCSI initiator yet)")
     home = home_of(args)
     flags = {}
     for name, value in (("passthrough", args.passthrough), ("temp_eject", args.tempeject),
@@ -334,6 +379,9 @@ def cmd_storageattach(args):
         vm = home.find_vm(args.vm)
         running = vmmod.is_running(vm)
         medium = args.medium
+        if (medium or "").lower() == "iscsi" or \
+                any(getattr(args, o) not in (None, False) for o in ISCSI_OPTIONS):
+            medium = _iscsi_medium(home, args)
         if args.setuuid is not None or args.setparentuuid is not None:
             if running:
                 raise ConfigError(f"--setuuid/--setparentuuid: the VM '{vm.name}' is running")
@@ -637,8 +685,16 @@ def add_parsers(sub):
         p.add_argument(f"--{flag}", metavar="on|off")
     p.add_argument("--bandwidthgroup", metavar="NAME|none")
     p.add_argument("--forceunmount", action="store_true")
-    for option in ISCSI_OPTIONS:           # VBoxManage's iSCSI target, refused clearly
-        p.add_argument(f"--{option}", help=argparse.SUPPRESS)
+    p.add_argument("--server", help="iSCSI: the target's host[:port]")
+    p.add_argument("--target", help="iSCSI: the target's IQN")
+    p.add_argument("--tport", help="iSCSI: the target's TCP port (default 3260)")
+    p.add_argument("--lun", type=int, help="iSCSI: the LUN (default 0)")
+    p.add_argument("--encodedlun", help="iSCSI: the LUN as the 8-byte hex SAM LUN")
+    p.add_argument("--username", help="iSCSI: the initiator's CHAP user name")
+    p.add_argument("--password", help="iSCSI: the initiator's CHAP secret")
+    p.add_argument("--passwordfile", help="iSCSI: a file holding the CHAP secret")
+    p.add_argument("--initiator", help="iSCSI: the initiator's IQN")
+    p.add_argument("--intnet", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_storageattach)
 
     p = sub.add_parser("bandwidthctl", help="bandwidth groups: add, set, remove, list")

@@ -950,9 +950,12 @@ def attach(home, vm, controller, port, device, type=None, medium=None, mtype=Non
             att.host_drive = text[5:]
             if not att.host_drive:
                 raise ConfigError("host:DRIVE needs a drive (host:/dev/sr0)")
-        elif text.lower() in ("iscsi", "additions"):
-            what = "iSCSI initiator" if text.lower() == "iscsi" else "Guest Additions image"
-            raise ConfigError(f"--medium {text}: not available yet (drivebay has no {what} yet)")
+        elif text.lower() == "iscsi":
+            raise ConfigError("--medium iscsi: register the LUN first (the command line's "
+                              "--server/--target options do; MediaRegistry.add_iscsi) and "
+                              "attach its UUID")
+        elif text.lower() == "additions":
+            raise ConfigError("--medium additions: drivebay has no Guest Additions image")
         else:
             m = _medium_for(home, text, MEDIUM_DEVICE[type], mtype)
             if any(a.medium == m.uuid and a.slot != att.slot for a in cfg.attachments):

@@ -101,11 +101,10 @@ def test_storageattach(home, tmp_path, capsys):
     before = (home / "machines" / "web" / "web.vm").read_text()
     code, _, err = run(capsys, "storageattach", "web", "--storagectl", "SATA", "--port", 4,
                        "--type", "hdd", "--medium", "iscsi")
-    assert code == 2 and "no iSCSI initiator" in err
+    assert code == 2 and "needs --server and --target" in err
     code, _, err = run(capsys, "storageattach", "web", "--storagectl", "SATA", "--port", 4,
-                       "--type", "hdd", "--medium", "iscsi", "--server", "10.0.0.1",
-                       "--target", "iqn.2008-12.com.example:disk", "--lun", 0)
-    assert code == 2 and "--server --target --lun: not available yet" in err
+                       "--type", "hdd", "--medium", disk, "--server", "10.0.0.1")
+    assert code == 2 and "--server: only with --medium iscsi" in err
     assert (home / "machines" / "web" / "web.vm").read_text() == before
     ok(capsys, "storageattach", "web", "--storagectl", "SATA", "--port", 3, "--medium", "none")
     assert machinereadable(capsys, "web")["SATA-3-0"] == "none"

@@ -207,7 +207,7 @@ def test_storageattach_grows_port_count_and_refuses_double_attach(home, tmp_path
             vmmod.attach(home, vm, "SATA", 7, 0, type="hdd", medium="emptydrive")
         with pytest.raises(ConfigError, match="passthrough"):
             vmmod.attach(home, vm, "IDE", 1, 0, passthrough=True)
-        with pytest.raises(ConfigError, match="not available yet"):
+        with pytest.raises(ConfigError, match="register the LUN first"):
             vmmod.attach(home, vm, "SATA", 8, 0, type="hdd", medium="iscsi")
         with pytest.raises(MediaError, match="Could not find file"):
             vmmod.attach(home, vm, "SATA", 8, 0, type="hdd", medium=str(tmp_path / "no.vdi"))
