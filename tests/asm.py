@@ -23,3 +23,17 @@ def assemble(source, base):
         if done.returncode:
             raise AssertionError(f"ld failed:\n{done.stderr}")
         return (d / "t.bin").read_bytes()
+
+
+# The start of a boot sector: real mode, segments zero, the stack below
+# 0x7C00 where the BIOS loaded it, interrupts on.
+BOOT_SECTOR_START = """
+.code16
+    cli
+    xorw %ax, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movw $0x7c00, %sp
+    sti
+"""

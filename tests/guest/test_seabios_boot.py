@@ -11,7 +11,7 @@ import io
 
 import pycdlib
 
-from asm import assemble
+from asm import BOOT_SECTOR_START, assemble
 from drivebay.boot.cpu import StopReason
 from drivebay.boot.firmware import seabios
 from drivebay.boot.machine import PcMachine
@@ -23,15 +23,7 @@ def boot_code(lba, signature):
     """Real-mode code that reads ``lba`` with INT 13h AH=42h from the boot
     drive (DL) to 0x8000 and compares the first bytes with ``signature``."""
     sig = ", ".join(str(b) for b in signature)
-    return assemble(f"""
-.code16
-    cli
-    xorw %ax, %ax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
-    movw $0x7c00, %sp
-    sti
+    return assemble(BOOT_SECTOR_START + f"""
     movw $0x7e00, %si              /* disk address packet */
     movw $0x0010, 0(%si)           /* size 16, reserved 0 */
     movw $1, 2(%si)                /* one block */

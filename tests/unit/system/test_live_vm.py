@@ -16,7 +16,7 @@ from drivebay.system.cli import main
 from drivebay.system.vm import Home
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
-from asm import assemble  # noqa: E402
+from asm import BOOT_SECTOR_START, assemble  # noqa: E402
 
 COUNTER_LBA = 1
 
@@ -24,15 +24,7 @@ COUNTER_LBA = 1
 def counting_mbr():
     """Read LBA 1, add one to its first word, write it back, wait 2 ms
     (INT 15h AH=86h), forever: a guest that writes its disk while it runs."""
-    code = assemble(f"""
-.code16
-    cli
-    xorw %ax, %ax
-    movw %ax, %ds
-    movw %ax, %es
-    movw %ax, %ss
-    movw $0x7c00, %sp
-    sti
+    code = assemble(BOOT_SECTOR_START + f"""
     movb %dl, drive
 again:
     movw $0x0201, %ax              /* read one sector */
