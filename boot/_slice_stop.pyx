@@ -36,6 +36,7 @@ for each interrupt.
 """
 
 from cpython.ref cimport PyObject
+from libc.stdlib cimport free, malloc
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
@@ -76,7 +77,7 @@ cdef packed struct Mmr:          # unicorn's uc_x86_mmr (natural alignment spell
     uint32_t flags
 
 cdef struct Regs:                # register ids (unicorn's x86_const), set by the owner
-    int eflags, eip, esp, cs, ss, cr0, idtr, gdtr
+    int eflags, eip, esp, cs, ss, cr0, idtr, gdtr, ecx, esi, edi
 
 cdef struct HookState:
     int32_t why                  # out: why the hook stopped the run (or IDLE)
@@ -212,6 +213,11 @@ cdef inline void _stop(void *uc, HookState *st, int32_t why) noexcept nogil:
     _emu_stop(uc)
 
 
+cdef struct MmioPage:            # user data of an MMIO page's callbacks
+    HookState *st
+    uint64_t page
+
+
 cdef int _call_owner(HookState *st, int which) noexcept with gil:
     """which 0: intack() -> vector or -1; 1: service() -> 1 to stop.  A
     Python exception is kept on the owner and reported as -2."""
@@ -236,6 +242,8 @@ cdef void block_hook(void *uc, uint64_t address, uint32_t size, void *user_data)
         st.code_pages[page] = 1
     if last != page and last < st.pages:
         st.code_pages[last] = 1
+    if st.why != IDLE:
+        return                   # stopping already (blocks may still start before the stop)
     if st.kick:
         st.kick = 0
         _stop(uc, st, KICKED)
@@ -275,6 +283,55 @@ cdef void block_hook(void *uc, uint64_t address, uint32_t size, void *user_data)
             _stop(uc, st, DELIVER)
 
 
+# -- port I/O and MMIO: C trampolines to the owner's Python methods -------------------
+#
+# Unicorn's Python binding reaches a hook through a ctypes callback and two
+# wrapper frames, and the port hooks then read EIP/ECX/EDI through ctypes;
+# these call the owner's method directly with the registers read here.  A
+# Python exception is kept on the owner and stops the run (CALLBACK_ERROR).
+
+cdef void _callback_failed(void *uc, HookState *st, BaseException e) noexcept:
+    (<BlockHook><object>st.owner).error = e
+    _stop(uc, st, CALLBACK_ERROR)
+
+
+cdef uint32_t in_hook(void *uc, uint32_t port, int size, void *user_data) noexcept with gil:
+    cdef HookState *st = <HookState *>user_data
+    try:
+        return (<BlockHook><object>st.owner).port_in(
+            port, size, _reg(uc, st.reg.eip), _reg(uc, st.reg.ecx), _reg(uc, st.reg.edi))
+    except BaseException as e:
+        _callback_failed(uc, st, e)
+        return 0
+
+
+cdef void out_hook(void *uc, uint32_t port, int size, uint32_t value, void *user_data) noexcept with gil:
+    cdef HookState *st = <HookState *>user_data
+    try:
+        (<BlockHook><object>st.owner).port_out(
+            port, size, value, _reg(uc, st.reg.eip), _reg(uc, st.reg.ecx), _reg(uc, st.reg.esi))
+    except BaseException as e:
+        _callback_failed(uc, st, e)
+
+
+cdef uint64_t mmio_read_hook(void *uc, uint64_t offset, unsigned size, void *user_data) noexcept with gil:
+    cdef MmioPage *mp = <MmioPage *>user_data
+    try:
+        return (<BlockHook><object>mp.st.owner).mmio_read(mp.page + offset, size)
+    except BaseException as e:
+        _callback_failed(uc, mp.st, e)
+        return 0
+
+
+cdef void mmio_write_hook(void *uc, uint64_t offset, unsigned size, uint64_t value,
+                          void *user_data) noexcept with gil:
+    cdef MmioPage *mp = <MmioPage *>user_data
+    try:
+        (<BlockHook><object>mp.st.owner).mmio_write(mp.page + offset, size, value)
+    except BaseException as e:
+        _callback_failed(uc, mp.st, e)
+
+
 def set_unicorn(uintptr_t emu_stop, uintptr_t reg_read, uintptr_t reg_write,
                 uintptr_t mem_read, uintptr_t mem_write):
     """libunicorn's uc_emu_stop, uc_reg_read, uc_reg_write, uc_mem_read and
@@ -291,14 +348,21 @@ def hook_address():
     return <uintptr_t>&block_hook
 
 
+def io_hook_addresses():
+    """(IN hook, OUT hook, MMIO read, MMIO write): their user data is a
+    ``BlockHook.state_address()`` (ports) or a ``BlockHook.mmio_page()``."""
+    return (<uintptr_t>&in_hook, <uintptr_t>&out_hook,
+            <uintptr_t>&mmio_read_hook, <uintptr_t>&mmio_write_hook)
+
+
 cdef class BlockHook:
     """The hook's state (``state_address()`` is its user data) and the
     owner's callbacks: ``intack()`` and ``service()`` (see the module)."""
 
     cdef HookState st
     cdef object _pages
-    cdef public object intack
-    cdef public object service
+    cdef dict _mmio                  # page -> MmioPage (its address) while mapped
+    cdef public object intack, service, port_in, port_out, mmio_read, mmio_write
     cdef public object error
 
     def __init__(self, uintptr_t ram, uint64_t ram_size, code_pages, regs, intack, service):
@@ -309,12 +373,36 @@ cdef class BlockHook:
         self.st.ram = <uint8_t *>ram
         self.st.ram_size = ram_size
         (self.st.reg.eflags, self.st.reg.eip, self.st.reg.esp, self.st.reg.cs, self.st.reg.ss,
-         self.st.reg.cr0, self.st.reg.idtr, self.st.reg.gdtr) = regs
+         self.st.reg.cr0, self.st.reg.idtr, self.st.reg.gdtr, self.st.reg.ecx, self.st.reg.esi,
+         self.st.reg.edi) = regs
         self.st.countdown = CLOCK_EVERY
         self.st.owner = <PyObject *>self
         self.intack = intack
         self.service = service
         self.error = None
+        self._mmio = {}
+
+    def __dealloc__(self):
+        if self._mmio:
+            for address in self._mmio.values():
+                free(<void *><uintptr_t>address)
+
+    def mmio_page(self, uint64_t page):
+        """User data for the MMIO callbacks of ``page`` (kept until ``mmio_release``)."""
+        address = self._mmio.get(page)
+        if address is None:
+            mp = <MmioPage *>malloc(sizeof(MmioPage))
+            if mp == NULL:
+                raise MemoryError()
+            mp.st = &self.st
+            mp.page = page
+            address = self._mmio[page] = <uintptr_t>mp
+        return address
+
+    def mmio_release(self, uint64_t page):
+        address = self._mmio.pop(page, None)
+        if address is not None:
+            free(<void *><uintptr_t>address)
 
     def state_address(self):
         return <uintptr_t>&self.st

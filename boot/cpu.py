@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 from unicorn import (UC_ARCH_X86, UC_ERR_FETCH_UNMAPPED, UC_ERR_INSN_INVALID, UC_ERR_READ_UNMAPPED,
-                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_INSN, UC_HOOK_INTR,
+                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_INTR,
                      UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED,
                      UC_MODE_32, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, Uc, UcError)
 from unicorn import x86_const as X
@@ -147,16 +147,13 @@ class Cpu:
         self._mmio_replay = None         # (is_write, address, size, value) that may be replayed
         self._stop_requested = False     # emu_stop was called during this slice
         self._slice_timer = SliceTimer(uc, ram, intack=self._intack if intc is not None else None,
-                                       service=self._service)
+                                       service=self._service, ports=(self._port_in, self._port_out),
+                                       mmio=(self._mmio_read, self._mmio_write))
         self._block_io = None            # the disks' I/O executor (see the class docstring)
         self._uch = uc._uch
         self._reg_value = ctypes.c_uint64()
         self._reg_ref = ctypes.byref(self._reg_value)
-        self._ins_batch = _register_batch("eip", "ecx", "edi")
-        self._outs_batch = _register_batch("eip", "ecx", "esi")
         self.code_pages = self._slice_timer.code_pages   # pages code ran from (invalidate_code)
-        uc.hook_add(UC_HOOK_INSN, self._hook_in, None, 1, 0, X.UC_X86_INS_IN)
-        uc.hook_add(UC_HOOK_INSN, self._hook_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INTR, self._hook_intr)
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._hook_unmapped)
         mmio.listeners.append(self._mmio_changed)
@@ -183,7 +180,7 @@ class Cpu:
             if event == "add":
                 if count == 0:
                     try:
-                        self.uc.mmio_map(page, PAGE, self._mmio_read, page, self._mmio_write, page)
+                        self._slice_timer.mmio_map(page, PAGE)
                     except UcError:
                         # Real hardware would decode both; we keep RAM and say so.
                         trace.guest_error("cpu", f"MMIO window {region.name} at {page:#x} overlaps "
@@ -192,7 +189,7 @@ class Cpu:
                 self._mmio_pages[page] = count + 1
             elif count:
                 if count == 1:
-                    self.uc.mem_unmap(page, PAGE)
+                    self._slice_timer.mmio_unmap(page, PAGE)
                     del self._mmio_pages[page]
                 else:
                     self._mmio_pages[page] = count - 1
@@ -205,9 +202,8 @@ class Cpu:
     # same access, that is the replay: a write is dropped, a read answered
     # from memory.  Any other access in between forgets it.
 
-    def _mmio_read(self, uc, offset, size, page):
+    def _mmio_read(self, address, size):
         self.time.sync()
-        address = page + offset
         replay = self._mmio_replay
         self._mmio_replay = None
         if self._fresh_mmio:
@@ -219,11 +215,10 @@ class Cpu:
             self._mmio_replay = (False, address, size, value)
         return value
 
-    def _mmio_write(self, uc, offset, size, value, page):
+    def _mmio_write(self, address, size, value):
         if self._stop_reason is not None:
             return                       # the machine has stopped (see run)
         self.time.sync()
-        address = page + offset
         replay = self._mmio_replay
         self._mmio_replay = None
         if self._fresh_mmio:
@@ -260,9 +255,11 @@ class Cpu:
     # from the updated registers, so the first unit is returned and the
     # replay record names the last one.
 
-    def _hook_in(self, uc, port, size, data):
+    def _port_in(self, port, size, eip, ecx, edi):
+        """IN, INS (one iteration, or a whole REP on a data port): EIP, ECX
+        and EDI come from the C trampoline (slice_timer.py)."""
         self.time.sync()
-        where = eip, ecx, edi = self._ins_regs()
+        where = (eip, ecx, edi)
         cand = self._replay_candidate
         if cand is not None and cand[3][0] == eip:
             # Back at the stopped instruction: the replay, or it moved on.
@@ -290,11 +287,11 @@ class Cpu:
         self._last_io = (False, port, size, where, value)
         return value
 
-    def _hook_out(self, uc, port, size, value, data):
+    def _port_out(self, port, size, value, eip, ecx, esi):
         if self._stop_reason is not None:
             return                       # the machine has stopped (see run)
         self.time.sync()
-        where = eip, ecx, esi = self._outs_regs()
+        where = (eip, ecx, esi)
         cand = self._replay_candidate
         if cand is not None and cand[3][0] == eip:
             self._replay_candidate = None
@@ -320,21 +317,6 @@ class Cpu:
                     return
         self.io.write(port, size, value)
         self._last_io = (True, port, size, where, value)
-
-    def _ins_regs(self):
-        """(EIP, ECX, EDI) in one call: what identifies an INS iteration."""
-        return self._read_batch(self._ins_batch)
-
-    def _outs_regs(self):
-        """(EIP, ECX, ESI): what identifies an OUTS iteration."""
-        return self._read_batch(self._outs_batch)
-
-    def _read_batch(self, batch):
-        ids, values, pointers = batch
-        status = _uc_reg_read_batch(self._uch, ids, pointers, len(values))
-        if status:
-            raise UcError(status)
-        return tuple(v.value for v in values)
 
     def _rep_string_io(self, eip):
         """(opcode, prefixes) of a REP INS/OUTS at CS:EIP, in any mode; else None."""
@@ -807,15 +789,6 @@ _REG_IDS = {name: getattr(X, f"UC_X86_REG_{name.upper()}") for name in (
     "cs", "ds", "es", "fs", "gs", "ss", "cr0", "cr2", "cr3", "cr4")}
 _uc_reg_read = _uc_native.uclib.uc_reg_read
 _uc_reg_write = _uc_native.uclib.uc_reg_write
-_uc_reg_read_batch = _uc_native.uclib.uc_reg_read_batch
-
-
-def _register_batch(*names):
-    """Arguments for uc_reg_read_batch reading ``names`` (32-bit registers)."""
-    values = [ctypes.c_uint32() for _ in names]
-    ids = (ctypes.c_int * len(names))(*(_REG_IDS[n] for n in names))
-    pointers = (ctypes.c_void_p * len(names))(*(ctypes.addressof(v) for v in values))
-    return ids, values, pointers
 
 
 class _DeliveryFault(Exception):

@@ -23,7 +23,7 @@ rather than a stop and a restart of the engine.
 
 import ctypes
 
-from unicorn import UC_HOOK_BLOCK
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_INSN, UcError
 from unicorn import x86_const as X
 from unicorn.unicorn_py3 import unicorn as _unicorn
 
@@ -33,7 +33,9 @@ from drivebay.boot import _slice_stop
 IDLE, TIMED_OUT, KICKED, DELIVER, SERVICE_STOP, CALLBACK_ERROR = range(6)
 PAGE_SHIFT = 12
 _HOOK_REGS = (X.UC_X86_REG_EFLAGS, X.UC_X86_REG_EIP, X.UC_X86_REG_ESP, X.UC_X86_REG_CS,
-              X.UC_X86_REG_SS, X.UC_X86_REG_CR0, X.UC_X86_REG_IDTR, X.UC_X86_REG_GDTR)
+              X.UC_X86_REG_SS, X.UC_X86_REG_CR0, X.UC_X86_REG_IDTR, X.UC_X86_REG_GDTR,
+              X.UC_X86_REG_ECX, X.UC_X86_REG_ESI, X.UC_X86_REG_EDI)
+_IN_HOOK, _OUT_HOOK, _MMIO_READ, _MMIO_WRITE = _slice_stop.io_hook_addresses()
 
 
 def _address(fn):
@@ -62,9 +64,16 @@ class SliceTimer:
     ``service()`` is called at the next block boundary once ``io`` is set
     (from any thread, by ``io_ready()``); True ends the run.  ``code_pages``
     (one byte per 4 KiB page of RAM) marks the pages blocks ran from since
-    the byte was last cleared."""
+    the byte was last cleared.
 
-    def __init__(self, uc, ram, intack=None, service=None):
+    ``ports`` is (port_in, port_out): IN and OUT go to ``port_in(port,
+    size, eip, ecx, edi) -> value`` and ``port_out(port, size, value, eip,
+    ecx, esi)``; ``mmio`` is (read, write): pages mapped with ``mmio_map``
+    go to ``read(address, size) -> value`` and ``write(address, size,
+    value)``.  Both through C trampolines (_slice_stop.pyx) rather than
+    unicorn's ctypes callbacks."""
+
+    def __init__(self, uc, ram, intack=None, service=None, ports=None, mmio=None):
         pages = ram.size >> PAGE_SHIFT
         self._marks = bytearray(max(1, pages))
         self.code_pages = memoryview(self._marks)
@@ -72,17 +81,40 @@ class SliceTimer:
             ram.address, ram.size, self.code_pages, _HOOK_REGS,
             intack or (lambda: -1), service or (lambda: False))
         hook.deliver = 1 if intack is not None else 0
-        handle = _unicorn.uc_hook_h()
-        status = _lib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK,
-                                  ctypes.c_void_p(_slice_stop.hook_address()),
-                                  ctypes.c_void_p(hook.state_address()),
-                                  ctypes.c_uint64(1), ctypes.c_uint64(0))
-        if status != 0:
-            raise OSError(f"uc_hook_add for the block hook failed with unicorn error {status}")
         self._uc = uc                      # the hook's state lives as long as the engine
+        self._add_hook(UC_HOOK_BLOCK, _slice_stop.hook_address())
+        if ports is not None:
+            hook.port_in, hook.port_out = ports
+            self._add_hook(UC_HOOK_INSN, _IN_HOOK, ctypes.c_int(X.UC_X86_INS_IN))
+            self._add_hook(UC_HOOK_INSN, _OUT_HOOK, ctypes.c_int(X.UC_X86_INS_OUT))
+        if mmio is not None:
+            hook.mmio_read, hook.mmio_write = mmio
         self.arm = hook.arm
         self.disarm = hook.disarm
         self.take_error = hook.take_error
+
+    def _add_hook(self, kind, callback, *extra):
+        handle = _unicorn.uc_hook_h()
+        status = _lib.uc_hook_add(self._uc._uch, ctypes.byref(handle), kind,
+                                  ctypes.c_void_p(callback),
+                                  ctypes.c_void_p(self._hook.state_address()),
+                                  ctypes.c_uint64(1), ctypes.c_uint64(0), *extra)
+        if status != 0:
+            raise OSError(f"uc_hook_add (type {kind}) failed with unicorn error {status}")
+
+    def mmio_map(self, page, size):
+        """Map ``size`` bytes at ``page`` as MMIO going to the ``mmio`` callbacks
+        (UcError when it overlaps RAM or a ROM)."""
+        user_data = ctypes.c_void_p(self._hook.mmio_page(page))
+        status = _lib.uc_mmio_map(self._uc._uch, page, size, ctypes.c_void_p(_MMIO_READ), user_data,
+                                  ctypes.c_void_p(_MMIO_WRITE), user_data)
+        if status != 0:
+            self._hook.mmio_release(page)
+            raise UcError(status)
+
+    def mmio_unmap(self, page, size):
+        self._uc.mem_unmap(page, size)
+        self._hook.mmio_release(page)
 
     @property
     def vector(self):
