@@ -12,15 +12,24 @@ ImmediateData) bound every Data-Out this side sends.  Digests are None.
 
 Full feature phase.  Any number of threads call ``execute`` at once.  Each
 command gets an Initiator Task Tag and, in the order commands go out, a
-CmdSN inside the window the target opens (up to MaxCmdSN).  One reader
-thread receives every PDU: Data-In goes straight into the caller's buffer
-at its buffer offset (checked against the command's length), a SCSI
-Response or a Data-In with status ends the command, an R2T is handed to
-the thread that issued the write, which sends the Data-Out (the reader
-never blocks on sending), a NOP-In that asks for an answer gets its NOP-Out
-from a short-lived thread.  A connection that fails fails every command
-waiting on it; a command the target leaves unanswered for ``timeout``
-seconds fails and closes the connection (its state is unknown after that).
+CmdSN inside the window the target opens (up to MaxCmdSN).  The socket is
+read by one thread at a time, the holder of the read role: a thread
+waiting for its command takes the role when it is free and reads every PDU
+that comes until its command ends (or has an R2T to answer), then wakes
+another waiting command to take over.  A lone command is therefore sent
+and answered on its own thread, with no hand-over between threads (a
+dedicated reader thread costs two thread switches a command: best of runs,
+4 KiB reads at QD1 on tgtd took 113 us against 86 us this way).  Data-In
+goes straight into the issuing thread's buffer at its buffer offset
+(checked against the command's length); a SCSI Response or a Data-In with
+status ends the command; an R2T is answered by
+the thread that issued the write, without the role; a NOP-In that asks for
+an answer gets its NOP-Out from a short-lived thread.  While no command
+waits, an idle thread looks at the socket every IDLE_POLL seconds for
+NOP-Ins and the connection's end.  A connection that fails fails every
+command waiting on it; a command the target leaves unanswered for
+``timeout`` seconds fails and closes the connection (its state is unknown
+after that).
 """
 
 import base64
@@ -29,6 +38,7 @@ import collections
 import hashlib
 import os
 import secrets
+import select
 import socket
 import struct
 import threading
@@ -47,6 +57,7 @@ WANT_FIRST_BURST = 256 * 1024
 LOGIN_MAX_DATA = 8192              # a login PDU's data segment (RFC 7143 11.12.7)
 MAX_LOGIN_STEPS = 16               # PDUs exchanged per login stage before giving up
 CHAP_MD5 = 5
+IDLE_POLL = 0.2                    # seconds between the idle reader's looks at the socket
 CHAP_CHALLENGE_BYTES = 16
 
 LOGIN_STATUS = {
@@ -197,6 +208,8 @@ class Session:
         self._itt = 0
         self._tasks = {}
         self._tasks_lock = threading.Lock()
+        self._stopping = threading.Event()       # ends the idle reader
+        self._role = threading.Lock()            # held by the thread reading the socket
         self._order = threading.Lock()           # commands leave in CmdSN order
         self._window = threading.Condition()     # CmdSN window; never held while sending
         self._send_lock = threading.Lock()
@@ -384,14 +397,20 @@ class Session:
     # -- full feature phase --------------------------------------------------------------
 
     def _start_reader(self):
-        # The reader blocks in recv for as long as it takes; sends give up after
-        # the timeout (SO_SNDTIMEO) so a target that stops reading cannot hang us.
+        # Blocking socket; a send or the rest of a PDU that takes longer than
+        # the timeout fails (SO_SNDTIMEO, SO_RCVTIMEO): a target that stops
+        # reading or stops mid-PDU cannot hang us.  Waiting for a PDU to
+        # start is a poll with the waiting command's deadline.
         self.sock.settimeout(None)
         secs = int(self.timeout)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
-                             struct.pack("ll", secs, int((self.timeout - secs) * 1e6)))
-        self._reader = threading.Thread(target=self._read_loop, daemon=True,
-                                        name=f"iscsi-reader-{self.host}:{self.port}")
+        tv = struct.pack("ll", secs, int((self.timeout - secs) * 1e6))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        self._header = memoryview(bytearray(P.BHS_SIZE))   # the role holder's
+        self._leader_poll = select.poll()                   # the role holder's
+        self._leader_poll.register(self.sock, select.POLLIN)
+        self._reader = threading.Thread(target=self._idle_loop, daemon=True,
+                                        name=f"iscsi-idle-{self.host}:{self.port}")
         self._reader.start()
 
     def _update_window(self, exp_cmd_sn, max_cmd_sn):
@@ -409,15 +428,66 @@ class Session:
         if sn_lt(self.exp_stat_sn, n):
             self.exp_stat_sn = n
 
-    def _read_loop(self):
-        header = memoryview(bytearray(P.BHS_SIZE))
+    # Who reads the socket.  The thread holding ``_role`` does: a thread
+    # waiting for its command takes the role if it is free and reads (and
+    # dispatches every PDU that comes, its own and others') until its command
+    # ends, then hands the role to another waiting command.  So a lone
+    # command is sent and answered on one thread, with no hand-over.  While
+    # no command waits, the idle thread watches the socket for NOP-In pings
+    # and for the connection's end.
+
+    def _read_one(self):
         try:
-            while True:
-                self._dispatch(P.recv_header(self.sock, header))
-        except BaseException as e:          # the connection is over: fail every waiter
-            if not isinstance(e, ProtocolError):
-                e = ProtocolError(f"iSCSI reader failed: {e!r}")
+            self._dispatch(P.recv_header(self.sock, self._header))
+        except ProtocolError as e:
             self._fail_all(e)
+            raise self._dead from None
+
+    def _handoff(self, me=None):
+        """The role is free: wake a command still waiting so it takes it."""
+        with self._tasks_lock:
+            for task in self._tasks.values():
+                if task is not me and not task.done:
+                    task.signal()
+                    return
+
+    def _idle_loop(self):
+        """Every IDLE_POLL seconds: when no command waits and a PDU is there
+        (a NOP-In, an asynchronous message, the connection's end), read it.
+        A timer rather than a wake-up per command: commands cost nothing here."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        try:
+            while not self._stopping.wait(IDLE_POLL):
+                if self._dead is not None:
+                    return
+                if self._tasks or not poller.poll(0):
+                    continue
+                if not self._role.acquire(blocking=False):
+                    continue                    # a command has the socket
+                try:
+                    if not self._tasks and self._dead is None:
+                        self._read_one()
+                finally:
+                    self._role.release()
+                    self._handoff()
+        except ImageError:
+            pass                                # _read_one failed every waiter
+        except BaseException as e:              # a drivebay bug: fail, do not hang
+            self._fail_all(ProtocolError(f"iSCSI idle reader failed: {e!r}"))
+
+    def _lead(self, task, deadline, what):
+        """Read and dispatch PDUs (the role held) until ``task`` ends or has
+        an R2T to answer: Data-Out goes without the role, so a target that
+        will not read while its own sends wait still gets read."""
+        poll = self._leader_poll.poll
+        while True:
+            if task.r2ts or task.error is not None or task.done:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0 or not poll(max(1, int(left * 1000))):
+                self._timed_out(what)
+            self._read_one()
 
     def _fail_all(self, error):
         if self._dead is None:
@@ -430,6 +500,7 @@ class Session:
             task.signal()
         with self._window:
             self._window.notify_all()
+        self._stopping.set()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -573,18 +644,26 @@ class Session:
         self._fail_all(err)
         raise self._dead
 
-    def _wait(self, task, deadline, what):
-        """Wait for ``task`` to end, sending Data-Out for its R2Ts meanwhile."""
+    def _wait(self, task, deadline, what, on_r2t=None):
+        """Wait for ``task`` to end, reading the socket when no other thread
+        does; ``on_r2t(offset, length, ttt)`` answers its R2Ts."""
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not task.wake.acquire(timeout=left):
-                self._timed_out(what)
             while task.r2ts:
-                yield task.r2ts.popleft()
+                on_r2t(*task.r2ts.popleft())
             if task.error is not None:
                 raise task.error
             if task.done:
                 return
+            if self._role.acquire(blocking=False):
+                try:
+                    self._lead(task, deadline, what)
+                finally:
+                    self._role.release()
+                    self._handoff(task)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0 or not task.wake.acquire(timeout=left):
+                self._timed_out(what)
 
     def execute(self, lun_field, cdb, read_into=None, write=None, timeout=None):
         """Run one SCSI command: ``read_into`` (a writable view) receives the
@@ -616,12 +695,14 @@ class Session:
                 self._send(cmd, out[:immediate] if immediate else b"")
             if unsolicited:
                 self._data_out(task, out, immediate, unsolicited, NO_TAG, lun_field)
-            for offset, want, ttt in self._wait(task, deadline, "a SCSI command"):
+
+            def r2t(offset, want, ttt):
                 if offset + want > length or want == 0:
                     self._fail_all(ProtocolError(f"R2T for {want} bytes at offset {offset} "
                                                  f"outside the {length}-byte write"))
                     raise self._dead
                 self._data_out(task, out, offset, want, ttt, lun_field)
+            self._wait(task, deadline, "a SCSI command", r2t)
         finally:
             self._drop_task(task)
         return ScsiResult(task.status, task.sense, task.residual)
@@ -644,8 +725,7 @@ class Session:
             self._send(Pdu(P.NOP_OUT, P.FINAL, lun=bytes(8), itt=task.itt,
                            words=(NO_TAG, self.cmd_sn, self.exp_stat_sn, 0, 0, 0, 0),
                            immediate=True))
-            for _ in self._wait(task, deadline, "a NOP-In"):
-                pass
+            self._wait(task, deadline, "a NOP-In")
         finally:
             self._drop_task(task)
 
@@ -669,8 +749,7 @@ class Session:
         try:
             self._send(Pdu(P.LOGOUT_REQUEST, P.FINAL, itt=task.itt,
                            words=(0, self.cmd_sn, self.exp_stat_sn, 0, 0, 0, 0), immediate=True))
-            for _ in self._wait(task, time.monotonic() + timeout, "the logout"):
-                pass
+            self._wait(task, time.monotonic() + timeout, "the logout")
         except ImageError:
             pass
         finally:
