@@ -424,3 +424,22 @@ def test_the_exit_port_ends_the_run_before_what_follows_it(machine):
     result = cpu.run(budget_ns=1_000_000_000)
     assert (result.reason, result.exit_code) == (StopReason.EXIT, 3)
     assert writes == [1]
+
+
+@pytest.mark.parametrize("access", ["mmio", "port"])
+def test_an_exception_in_a_device_callback_ends_the_run_with_it(machine, access):
+    """A device model's bug surfaces as its own exception from run(), whether
+    the access came through a port or an MMIO page."""
+    cpu, ram, _, _ = machine
+
+    def broken(offset, size):
+        raise ValueError(f"device model bug at {offset}")
+    if access == "mmio":
+        cpu.mmio.add("dev", 0xFEB00000, 0x10, broken, lambda o, s, v: None)
+        insn = "movl 0xFEB00004, %eax"
+    else:
+        cpu.io.add("dev", 0x300, 8, broken, lambda o, s, v: None)
+        insn = "movw $0x304, %dx; inl %dx, %eax"
+    start_pm(cpu, ram, f"{insn}\n hlt\n")
+    with pytest.raises(ValueError, match="device model bug at 4"):
+        cpu.run(budget_ns=1_000_000_000)
