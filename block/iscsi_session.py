@@ -55,6 +55,7 @@ OUR_MAX_RECV = 256 * 1024          # MaxRecvDataSegmentLength we declare
 WANT_MAX_BURST = 16 * 1024 * 1024 - 512
 WANT_FIRST_BURST = 256 * 1024
 LOGIN_MAX_DATA = 8192              # a login PDU's data segment (RFC 7143 11.12.7)
+MAX_REDIRECTS = 4                  # login redirections followed
 MAX_LOGIN_STEPS = 16               # PDUs exchanged per login stage before giving up
 CHAP_MD5 = 5
 IDLE_POLL = 0.2                    # seconds between the idle reader's looks at the socket
@@ -80,6 +81,28 @@ class LoginError(ImageError):
     def __init__(self, message, errno_code=5):
         super().__init__(message)
         self.errno = errno_code
+
+
+class Redirected(LoginError):
+    """The target sent the login elsewhere (status class 1)."""
+
+    def __init__(self, where, address):
+        super().__init__(f"{where}: login redirected to {address!r}")
+        self.host, self.port = parse_address(address, where)
+
+
+def parse_address(address, where):
+    """``(host, port)`` from a TargetAddress: ``host[:port][,tag]``, an IPv6
+    host in brackets."""
+    text = (address or "").partition(",")[0].strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = text.partition(":")
+    if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise LoginError(f"{where}: target gave an unusable TargetAddress {address!r}")
+    return host, int(port) if port else DEFAULT_PORT
 
 
 def sn_lt(a, b):
@@ -216,14 +239,33 @@ class Session:
         self._dead = None                        # the error that ended the connection
         self._reader = None
         self._closing = False
-        self.sock = self._connect()
+        for hop in range(MAX_REDIRECTS + 1):
+            self.sock = self._connect()
+            try:
+                self._login(initiator_name, user, password, target_user, target_password)
+                break
+            except Redirected as moved:
+                self.sock.close()
+                if hop == MAX_REDIRECTS:
+                    raise LoginError(f"{self.where}: more than {MAX_REDIRECTS} login "
+                                     f"redirections") from None
+                self._restart_at(moved.host, moved.port)
+            except BaseException:
+                self.sock.close()
+                raise
         try:
-            self._login(initiator_name, user, password, target_user, target_password)
             if not discovery:
                 self._start_reader()
         except BaseException:
             self.sock.close()
             raise
+
+    def _restart_at(self, host, port):
+        """Log in afresh at ``host:port`` (a redirection)."""
+        self.host, self.port = host, port
+        self.where = f"iscsi://{host}:{port}/{self.target or ''}"
+        self.params = Negotiated()
+        self.tsih, self.cmd_sn, self.exp_stat_sn, self.max_cmd_sn = 0, 1, 0, 1
 
     # -- connection and login -------------------------------------------------------------
 
@@ -260,6 +302,9 @@ class Session:
             if rsp.opcode != P.LOGIN_RESPONSE:
                 raise LoginError(f"{self.where}: target answered a login with {rsp.name}")
             status = (rsp.words[4] >> 16) & 0xFFFF       # status class and detail, bytes 36-37
+            if status >> 8 == 1:                         # redirection: TargetAddress says where
+                address = dict(P.decode_text(rsp.data, "login redirection")).get("TargetAddress")
+                raise Redirected(self.where, address)
             if status:
                 what = LOGIN_STATUS.get(status, "login refused")
                 raise LoginError(f"{self.where}: login refused: {what} "

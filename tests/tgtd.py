@@ -22,9 +22,9 @@ START_TIMEOUT = 10.0
 CONTROL_DIR = "/var/run/tgtd"
 
 
-def free_port():
+def free_port(host="127.0.0.1"):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -39,16 +39,17 @@ def free_control_port():
 class Tgtd:
     """One running tgtd and the targets made on it."""
 
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, host="127.0.0.1"):
         if shutil.which("tgtd") is None or shutil.which("tgtadm") is None:
             raise RuntimeError("tgtd/tgtadm not installed (Debian package tgt; tests/run "
                                "installs it)")
         self.workdir = workdir
-        self.port = port or free_port()
+        self.host = host                 # any 127.x.y.z: Linux routes all of 127/8 to lo
+        self.port = port or free_port(host)
         self.control = free_control_port()
         self.log = open(os.path.join(workdir, f"tgtd-{self.port}.log"), "wb")
         self.proc = subprocess.Popen(
-            ["tgtd", "-f", "--iscsi", f"portal=127.0.0.1:{self.port}", "-C", str(self.control)],
+            ["tgtd", "-f", "--iscsi", f"portal={host}:{self.port}", "-C", str(self.control)],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self._tids = itertools.count(1)
         deadline = time.monotonic() + START_TIMEOUT
@@ -66,7 +67,7 @@ class Tgtd:
 
     def _listening(self):
         try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            socket.create_connection((self.host, self.port), timeout=1).close()
             return True
         except OSError:
             return False
@@ -131,7 +132,7 @@ class Target:
 
     def url(self, user=None, password=None, lun=1):
         cred = f"{user}%{password}@" if user is not None else ""
-        return f"iscsi://{cred}127.0.0.1:{self.tgtd.port}/{self.iqn}/{lun}"
+        return f"iscsi://{cred}{self.tgtd.host}:{self.tgtd.port}/{self.iqn}/{lun}"
 
     def file_bytes(self, offset=0, length=None):
         with open(self.backing, "rb") as f:

@@ -14,9 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tgtd import Tgtd  # noqa: E402
 
 
-def _start(workdir, port=None):
+def _start(workdir, port=None, host="127.0.0.1"):
     try:
-        return Tgtd(workdir, port)
+        return Tgtd(workdir, port, host)
     except RuntimeError as e:
         pytest.fail(str(e))
 
@@ -32,8 +32,8 @@ def tgtd(tmp_path_factory):
 def tgtd_factory(tmp_path):
     started = []
 
-    def start(port=None):
-        started.append(_start(str(tmp_path), port))
+    def start(port=None, host="127.0.0.1"):
+        started.append(_start(str(tmp_path), port, host))
         return started[-1]
     yield start
     for daemon in started:

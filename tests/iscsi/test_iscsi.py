@@ -65,6 +65,17 @@ def test_mutual_chap(tgtd):
                          target_password="not-the-one-12")
 
 
+def test_login_follows_a_redirection(tgtd, tgtd_factory):
+    real = tgtd_factory(host="127.0.0.2")       # tgtd will not redirect to its own address
+    t = real.target("moved", content=b"the real one" * 40)
+    tgtd.target("moved", params={"RedirectAddress": "127.0.0.2", "RedirectPort": real.port,
+                                 "RedirectReason": "Temporary"})
+    here = f"iscsi://127.0.0.1:{tgtd.port}/{t.iqn}/1"
+    with open_image(here) as image:
+        assert image.read(0, 480) == b"the real one" * 40
+        assert (image.session.host, image.session.port) == ("127.0.0.2", real.port)
+
+
 def test_unknown_target_and_lun(tgtd):
     t = tgtd.target("exists")
     with pytest.raises(LoginError, match="target not found") as e:
@@ -247,6 +258,38 @@ def test_target_killed_mid_session_gives_an_error(tgtd_factory):
         assert "iscsi://127.0.0.1" in str(e.value) and e.value.errno
         with pytest.raises(ImageError):     # and stays failed
             image.write(0, b"x" * 512)
+    finally:
+        image.close()
+
+
+def test_target_killed_under_transfers_in_flight(tgtd_factory):
+    """Four threads stream 1 MiB reads and writes; the target dies under
+    them: every thread gets an error, none hangs."""
+    daemon = tgtd_factory()
+    t = daemon.target("killed-busy", size=32 * MiB)
+    image = IscsiDriver.open(t.url(), writable=True, timeout=5)
+    outcome, running = {}, threading.Barrier(5)
+
+    def worker(k):
+        running.wait()
+        try:
+            while True:
+                at = (k * 8 * MiB) % (32 * MiB)
+                image.write(at, bytes([k]) * MiB) if k % 2 else image.read(at, MiB)
+        except ImageError as e:
+            outcome[k] = e
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    try:
+        for th in threads:
+            th.start()
+        running.wait()
+        time.sleep(0.3)
+        daemon.stop(signal.SIGKILL)
+        for th in threads:
+            th.join(10)
+        assert not any(th.is_alive() for th in threads)
+        assert sorted(outcome) == [0, 1, 2, 3]
+        assert all(e.errno for e in outcome.values())
     finally:
         image.close()
 

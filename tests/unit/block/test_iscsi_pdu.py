@@ -17,7 +17,7 @@ from drivebay.block import iscsi_pdu as P
 from drivebay.block.iscsi import parse_sense, sense_errno
 from drivebay.block.iscsi_pdu import Pdu, ProtocolError
 from drivebay.block.iscsi_session import (LoginError, Negotiated, Session, chap_decode,
-                                          chap_response, sn_le, sn_lt)
+                                          chap_response, parse_address, sn_le, sn_lt)
 
 
 # -- PDUs ---------------------------------------------------------------------------------------
@@ -107,6 +107,15 @@ def test_chap_values():
     with pytest.raises(LoginError, match="CHAP_C"):
         chap_decode("1234", "CHAP_C")
     assert chap_response(7, b"pw", b"ch") == hashlib.md5(b"\x07pwch").digest()
+
+
+def test_target_addresses():
+    assert parse_address("10.0.0.5:3261,1", "t") == ("10.0.0.5", 3261)
+    assert parse_address("host.example", "t") == ("host.example", 3260)
+    assert parse_address("[fe80::2]:3262,7", "t") == ("fe80::2", 3262)
+    for bad in (None, "", ":3260", "h:0", "h:port"):
+        with pytest.raises(LoginError, match="TargetAddress"):
+            parse_address(bad, "t")
 
 
 def test_negotiated_values_are_checked():
