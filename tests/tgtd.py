@@ -20,6 +20,9 @@ import time
 MiB = 1 << 20
 START_TIMEOUT = 10.0
 CONTROL_DIR = "/var/run/tgtd"
+SBIN = "/usr/sbin:/sbin"                     # where Debian puts them, on PATH or not
+TGTD = shutil.which("tgtd") or shutil.which("tgtd", path=SBIN)
+TGTADM = shutil.which("tgtadm") or shutil.which("tgtadm", path=SBIN)
 
 
 def free_port(host="127.0.0.1"):
@@ -40,23 +43,24 @@ class Tgtd:
     """One running tgtd and the targets made on it."""
 
     def __init__(self, workdir, port=None, host="127.0.0.1"):
-        if shutil.which("tgtd") is None or shutil.which("tgtadm") is None:
+        if TGTD is None or TGTADM is None:
             raise RuntimeError("tgtd/tgtadm not installed (Debian package tgt; tests/run "
                                "installs it)")
         self.workdir = workdir
         self.host = host                 # any 127.x.y.z: Linux routes all of 127/8 to lo
         self.port = port or free_port(host)
         self.control = free_control_port()
+        os.makedirs(CONTROL_DIR, exist_ok=True)      # tgtd's control sockets live here
         self.log = open(os.path.join(workdir, f"tgtd-{self.port}.log"), "wb")
         self.proc = subprocess.Popen(
-            ["tgtd", "-f", "--iscsi", f"portal={host}:{self.port}", "-C", str(self.control)],
+            [TGTD, "-f", "--iscsi", f"portal={host}:{self.port}", "-C", str(self.control)],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self._tids = itertools.count(1)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"tgtd exited at once (see {self.log.name})")
-            ok = subprocess.run(["tgtadm", "-C", str(self.control), "--lld", "iscsi", "--op",
+            ok = subprocess.run([TGTADM, "-C", str(self.control), "--lld", "iscsi", "--op",
                                  "show", "--mode", "target"], capture_output=True).returncode == 0
             if ok and self._listening():
                 break
@@ -73,7 +77,7 @@ class Tgtd:
             return False
 
     def adm(self, *args):
-        r = subprocess.run(["tgtadm", "-C", str(self.control), "--lld", "iscsi", *map(str, args)],
+        r = subprocess.run([TGTADM, "-C", str(self.control), "--lld", "iscsi", *map(str, args)],
                            capture_output=True, text=True, timeout=20)
         if r.returncode:
             raise RuntimeError(f"tgtadm {' '.join(map(str, args))}: {r.stdout}{r.stderr}")
