@@ -72,6 +72,8 @@ LOGIN_STATUS = {
     0x020B: "invalid request during login", 0x0300: "target error",
     0x0301: "service unavailable", 0x0302: "target out of resources",
 }
+TARGET_DECLARES = {"MaxRecvDataSegmentLength", "TargetAlias", "TargetPortalGroupTag",
+                   "TargetAddress"}     # declarative keys: nothing to answer
 LOGIN_ERRNO = {0x0201: 13, 0x0202: 13, 0x0203: 2, 0x0204: 2}     # EACCES, ENOENT
 
 
@@ -176,7 +178,7 @@ class _Task:
     """One command (or NOP-Out, or Logout) waiting for the target."""
 
     __slots__ = ("itt", "view", "got", "r2ts", "wake", "done", "status", "sense", "residual",
-                 "error", "response")
+                 "error", "response", "waiting")
 
     def __init__(self, itt, view=None):
         self.itt = itt
@@ -191,6 +193,7 @@ class _Task:
         self.residual = 0                # positive: underflow; negative: overflow
         self.error = None
         self.response = None             # the PDU that ended it
+        self.waiting = False             # its thread is in _wait, wanting the read role
 
     def signal(self):
         """Wake the issuing thread (a lock used as a binary semaphore: cheaper
@@ -317,7 +320,8 @@ class Session:
                 raise LoginError(f"{self.where}: login response with too many keys")
             if not rsp.flags & P.LOGIN_CONTINUE:
                 return dict(pairs), rsp
-            data = b""          # ask for the rest of the target's text
+            data = b""          # ask for the rest of the target's text, not moving on
+            flags &= ~(P.LOGIN_TRANSIT | 3)
         raise LoginError(f"{self.where}: login text never ended")
 
     def _login(self, initiator_name, user, password, target_user, target_password):
@@ -393,11 +397,9 @@ class Session:
             send = []
             for key, value in keys.items():
                 self.params.apply(key, value)
-                if key not in offered:
-                    # the target proposes: accept what we can, refuse the rest
-                    send.append((key, value if key in ("MaxRecvDataSegmentLength",
-                                                        "TargetAlias", "TargetPortalGroupTag")
-                                 else "Irrelevant" if key in ("OFMarker", "IFMarker")
+                if key not in offered and key not in TARGET_DECLARES:
+                    # the target proposes: refuse what this side does not do
+                    send.append((key, "Irrelevant" if key in ("OFMarker", "IFMarker")
                                  else "NotUnderstood"))
                     offered.add(key)
             if rsp.flags & P.LOGIN_TRANSIT and rsp.flags & 3 == P.STAGE_FULL_FEATURE:
@@ -489,10 +491,14 @@ class Session:
             raise self._dead from None
 
     def _handoff(self, me=None):
-        """The role is free: wake a command still waiting so it takes it."""
+        """The role is free: wake a thread waiting in _wait so it takes it.
+        Only such a thread: one still sending (Data-Out) takes the role
+        itself when it gets to _wait, and one waiting for the CmdSN window
+        has no task yet.  A thread marks itself waiting before it tries the
+        role, so none can fail to get it and then miss this wake-up."""
         with self._tasks_lock:
             for task in self._tasks.values():
-                if task is not me and not task.done:
+                if task is not me and task.waiting and not task.done:
                     task.signal()
                     return
 
@@ -699,7 +705,9 @@ class Session:
                 raise task.error
             if task.done:
                 return
+            task.waiting = True          # before trying the role: see _handoff
             if self._role.acquire(blocking=False):
+                task.waiting = False
                 try:
                     self._lead(task, deadline, what)
                 finally:
@@ -707,7 +715,9 @@ class Session:
                     self._handoff(task)
                 continue
             left = deadline - time.monotonic()
-            if left <= 0 or not task.wake.acquire(timeout=left):
+            woke = left > 0 and task.wake.acquire(timeout=left)
+            task.waiting = False
+            if not woke:
                 self._timed_out(what)
 
     def execute(self, lun_field, cdb, read_into=None, write=None, timeout=None):
@@ -730,11 +740,14 @@ class Session:
                 unsolicited = min(length, prm.first_burst) - immediate
         flags = (P.CMD_READ if view is not None else 0) | (P.CMD_WRITE if out is not None else 0) \
             | P.ATTR_SIMPLE | (0 if unsolicited else P.FINAL)
-        task = self._new_task(view)
+        cdb_words = struct.unpack(">4I", bytes(cdb).ljust(16, b"\0"))
+        task = None
         try:
-            cdb_words = struct.unpack(">4I", bytes(cdb).ljust(16, b"\0"))
             with self._order:
+                # registered only once the window has room: a task in _tasks
+                # is one whose command is (about to be) on the wire
                 sn = self._take_cmd_sn(deadline)
+                task = self._new_task(view)
                 cmd = Pdu(P.SCSI_COMMAND, flags, lun=lun_field, itt=task.itt,
                           words=(length, sn, self.exp_stat_sn) + cdb_words)
                 self._send(cmd, out[:immediate] if immediate else b"")
@@ -749,7 +762,8 @@ class Session:
                 self._data_out(task, out, offset, want, ttt, lun_field)
             self._wait(task, deadline, "a SCSI command", r2t)
         finally:
-            self._drop_task(task)
+            if task is not None:
+                self._drop_task(task)
         return ScsiResult(task.status, task.sense, task.residual)
 
     def _data_out(self, task, out, offset, length, ttt, lun_field):

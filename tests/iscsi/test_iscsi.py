@@ -192,10 +192,15 @@ def test_backend_with_io_threads_reads_and_writes_concurrently(tgtd):
         io.close()
 
 
-def test_one_session_serves_many_threads(tgtd):
+@pytest.mark.parametrize("queue", [128, 2])
+def test_one_session_serves_many_threads(tgtd, queue):
+    """Eight threads on one session; with MaxQueueCmd=2 the target's CmdSN
+    window holds most of them back at any time."""
     size = 4 * MiB
-    t = tgtd.target("threads", size=size)
+    t = tgtd.target(f"threads-{queue}", size=size, params={"MaxQueueCmd": queue})
     with open_image(t.url(), writable=True) as image:
+        window = (image.session.max_cmd_sn - image.session.cmd_sn + 1) & 0xFFFFFFFF
+        assert window <= queue + 1          # tgtd: MaxCmdSN = ExpCmdSN + MaxQueueCmd
         errors = []
 
         def worker(k):
@@ -390,7 +395,7 @@ batches = st.lists(st.lists(op, min_size=1, max_size=12), min_size=1, max_size=4
 
 @pytest.fixture(scope="module")
 def model_disk(tgtd):
-    t = tgtd.target("model", size=MODEL_SIZE)
+    t = tgtd.target("model", size=MODEL_SIZE, params={"MaxQueueCmd": 2})   # a narrow window
     io = IoThreads(4)
     backend = BlockBackend(Chain([open_image(t.url(), writable=True)]), io=io)
     yield t, backend, bytearray(MODEL_SIZE)
