@@ -227,7 +227,8 @@ class IscsiDriver(BlockDriver):
     def _open(self):
         self.variant = "iscsi"
         self._rmw = threading.Lock()
-        inquiry = self.command(bytes([INQUIRY, 0, 0, 0, 96, 0]), "INQUIRY", read=96)
+        inquiry = self._short_check(self.command(bytes([INQUIRY, 0, 0, 0, 96, 0]), "INQUIRY",
+                                                 read=96), 36, "INQUIRY")
         qualifier, kind = inquiry[0] >> 5, inquiry[0] & 0x1F
         if qualifier != 0:
             raise ImageError(f"{self.path}: no LUN {self.file.url.lun} on the target "
@@ -253,13 +254,15 @@ class IscsiDriver(BlockDriver):
         if VPD_PROVISIONING in pages:
             prov = self._vpd(VPD_PROVISIONING, 8)
             self.unmap = len(prov) > 5 and bool(prov[5] & 0x80)       # LBPU
-        cap = self.command(bytes([READ_CAPACITY_10] + [0] * 9), "READ CAPACITY(10)", read=8)
+        cap = self._short_check(self.command(bytes([READ_CAPACITY_10] + [0] * 9),
+                                             "READ CAPACITY(10)", read=8), 8, "READ CAPACITY(10)")
         last, self.block_size = struct.unpack(">II", cap)
         thin = False
         if last == 0xFFFFFFFF or self.unmap or VPD_PROVISIONING in pages:
             cdb = bytes([SERVICE_ACTION_IN_16, SA_READ_CAPACITY_16]) + bytes(8) + \
                 (32).to_bytes(4, "big") + bytes(2)
-            cap16 = self.command(cdb, "READ CAPACITY(16)", read=32)
+            cap16 = self._short_check(self.command(cdb, "READ CAPACITY(16)", read=32), 15,
+                                      "READ CAPACITY(16)")
             last, self.block_size = struct.unpack(">QI", cap16[:12])
             thin = bool(cap16[14] & 0x80)                            # LBPME
         if not self.block_size or self.block_size & (self.block_size - 1) or \
@@ -276,6 +279,12 @@ class IscsiDriver(BlockDriver):
         if self.max_transfer_blocks:
             limit = min(limit, self.max_transfer_blocks)
         self.chunk_blocks = max(1, limit)
+
+    def _short_check(self, data, need, what):
+        if len(data) < need:
+            raise ImageError(f"{self.path}: {what} returned {len(data)} bytes, "
+                             f"fewer than the {need} it must")
+        return data
 
     @property
     def session(self):

@@ -108,6 +108,11 @@ def test_write_protected_lun_and_other_device_types():
         opened(ScriptedLun(kind=0x7F))                       # qualifier 3: no such LUN
 
 
+def test_short_capacity_data_is_refused():
+    with pytest.raises(ImageError, match="READ CAPACITY\\(10\\) returned 4 bytes"):
+        opened(ScriptedLun(script={0x25: [(0, b"", 4)]}))
+
+
 def test_discard_without_unmap_support_changes_nothing():
     lun = ScriptedLun()
     image = opened(lun)
