@@ -1,6 +1,6 @@
 """iSCSI PDUs and the session against a scripted fake target: round trips,
 text segments, CHAP, and hostile PDUs (oversize segments, unknown opcodes,
-Data-In outside the buffer, a peer that goes silent)."""
+Data-In outside the buffer, a peer that goes silent, mangled responses)."""
 
 import contextlib
 import errno
@@ -12,12 +12,15 @@ import time
 import tracemalloc
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from drivebay.block import iscsi_pdu as P
 from drivebay.block.iscsi import parse_sense, sense_errno
 from drivebay.block.iscsi_pdu import Pdu, ProtocolError
 from drivebay.block.iscsi_session import (LoginError, Negotiated, Session, chap_decode,
                                           chap_response, parse_address, sn_le, sn_lt)
+from drivebay.errors import ImageError
 
 
 # -- PDUs ---------------------------------------------------------------------------------------
@@ -239,3 +242,31 @@ def test_check_condition_carries_sense():
     with session_with(script) as s:
         r = s.execute(P.encode_lun(0), bytes(6))
         assert r.status == 2 and parse_sense(r.sense) == (3, 0x11, 0)
+
+
+# -- whatever the target sends, an answer or an ImageError, never a hang ------------------
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flips=st.lists(st.tuples(st.integers(0, 63), st.integers(0, 255)), max_size=6),
+       opcode=st.sampled_from([P.DATA_IN, P.SCSI_RESPONSE, P.R2T, P.NOP_IN, P.REJECT,
+                               P.ASYNC_MESSAGE, P.LOGOUT_RESPONSE, 0x3E]),
+       tail=st.binary(max_size=64))
+def test_mangled_responses_end_in_an_answer_or_an_error(flips, opcode, tail):
+    def script(conn, cmd):
+        flags = P.FINAL | (P.DATA_STATUS if opcode == P.DATA_IN else 0)
+        raw = bytearray(Pdu(opcode, flags, itt=cmd.itt,
+                            words=(P.NO_TAG, 1, cmd.words[1] + 1, cmd.words[1] + 8, 0, 0, 0),
+                            data=b"z" * 16).encode())
+        for at, value in flips:
+            if at < len(raw):
+                raw[at] = value
+        conn.sendall(bytes(raw) + tail)
+        conn.close()                 # and then the connection ends
+    started = time.monotonic()
+    with session_with(script, timeout=1.0) as s:
+        try:
+            r = s.execute(P.encode_lun(0), bytes([0x28] + [0] * 9), read_into=bytearray(16))
+            assert r.status in range(256)
+        except ImageError as e:
+            assert e.errno
+    assert time.monotonic() - started < 5
