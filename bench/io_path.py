@@ -26,6 +26,8 @@ the page cache is warmed before each cache-on read run.  Ratios are
 drivebay/qemu-img requests per second (higher is better for drivebay).
 Results go to bench/results/io_path.json.
 
+With the host cache off, reads go to the pool's host queue (io_uring, see
+block/uring.py); ``--uring off`` measures its thread fallback instead.
 With the host cache on, reads the page cache holds run on the submitting
 thread (preadv2 RWF_NOWAIT, see block/backend.py), so their figures do not
 depend on the thread count; ``--pool-reads`` also measures them through the
@@ -140,6 +142,8 @@ def main():
     ap.add_argument("--count-64k", type=int, default=0,
                     help="requests per 64 KiB run (default: the whole disk)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--uring", choices=("on", "off"), default="on",
+                    help="off: the host queue's thread fallback (reads of host cache off)")
     ap.add_argument("--pool-reads", action="store_true",
                     help="also measure cache-on reads through the I/O threads only")
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/var/tmp"),
@@ -153,7 +157,8 @@ def main():
     qemu_version = subprocess.run(["qemu-img", "--version"], capture_output=True,
                                   text=True).stdout.splitlines()[0]
     results = {"size_bytes": size, "qemu": qemu_version, "cpus": os.cpu_count(),
-               "python": platform.python_version(), "repeat": args.repeat, "runs": []}
+               "python": platform.python_version(), "repeat": args.repeat,
+               "uring": args.uring, "runs": []}
     variants = [(t, True) for t in thread_counts]
     if args.pool_reads:
         variants += [(t, False) for t in thread_counts]
@@ -169,7 +174,7 @@ def main():
                 for cache in caches:
                     for depth in depths:
                         row = bench_cell(img, fmt, cache, req, step, write, depth, count,
-                                         variants, args.repeat)
+                                         variants, args.repeat, args.uring == "on")
                         row.update(format=fmt, workload=name, cache="on" if cache else "off",
                                    depth=depth, count=count)
                         results["runs"].append(row)
@@ -182,9 +187,9 @@ def main():
     return 0
 
 
-def bench_cell(img, fmt, cache, req, step, write, depth, count, variants, repeat):
+def bench_cell(img, fmt, cache, req, step, write, depth, count, variants, repeat, uring):
     qemu, ours = [], {v: [] for v in variants}
-    pools = {t: IoThreads(t) for t, _ in variants}
+    pools = {t: IoThreads(t, uring=uring) for t, _ in variants}
     try:
         for _ in range(repeat):
             if cache and not write:

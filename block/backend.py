@@ -42,8 +42,10 @@ from contextlib import nullcontext
 from drivebay.block.chain import Chain, open_chain
 from drivebay.block.driver import BlockDriver, State
 from drivebay.block.io import (INLINE_READ_MAX, MUTATING, WRITE_CACHE_BYTES, WRITE_CACHE_DELAY,
-                               ZERO_CHUNK, InlineIo, Op, RequestDone, RWLock, errno_of)
+                               ZERO_CHUNK, DirectRead, InlineIo, Op, RequestDone, RWLock,
+                               errno_of)
 from drivebay.block.locking import image_locking
+from drivebay.block.raw import RawDriver
 from drivebay.errors import ConfigError, DrivebayError, ImageError, UnsupportedOperation
 
 DISK_SECTOR = 512
@@ -83,6 +85,7 @@ class AsyncMedium:
         self._parked = []            # (number, request, callback): flushes waiting for writes
         self._outstanding = 0
         self._nowait_reads = False   # see BlockBackend._read_nowait
+        self._host_reads = False     # see BlockBackend._read_host
         self.bandwidth = bandwidth_group.attach(self.name) if bandwidth_group is not None else None
 
     def submit(self, request, callback):
@@ -109,6 +112,9 @@ class AsyncMedium:
             elif op is Op.FLUSH and self._inflight:
                 self._parked.append((self._seq, request, callback))
                 return request
+        if op is Op.READ and self._host_reads and (member is None or member.group.unlimited) \
+                and self._read_host(request, callback):
+            return request
         if member is not None and op is not Op.FLUSH:
             size = request.length if op is Op.READ or op is Op.WRITE else 0
             member.submit(size, op is not Op.READ, self.io.dispatch,
@@ -195,11 +201,13 @@ class AsyncMedium:
 class BlockBackend(AsyncMedium):
     def __init__(self, chain, read_only=False, sector_size=DISK_SECTOR, discard=False,
                  non_rotational=False, name=None, io=None, host_cache=True,
-                 bandwidth_group=None, write_cache_bytes=WRITE_CACHE_BYTES, nowait_reads=True):
+                 bandwidth_group=None, write_cache_bytes=WRITE_CACHE_BYTES, nowait_reads=True,
+                 host_queue=True):
         self.chain = chain if isinstance(chain, Chain) else Chain([chain])
         self._read_only_asked = read_only
         self._write_cache_bytes = write_cache_bytes
         self._nowait_asked = nowait_reads
+        self._host_queue_asked = host_queue
         self.read_only = read_only or not self.chain.top.writable
         self.sector_size = sector_size
         self.discard_enabled = discard
@@ -227,10 +235,14 @@ class BlockBackend(AsyncMedium):
         # Reads the host page cache holds are served on the submitting thread
         # (preadv2 RWF_NOWAIT never blocks): no thread hand-over for them.
         # Only where every image reads its data straight from its file.
+        plain = all(type(image).read_allocated_into is BlockDriver.read_allocated_into
+                    for image in self.chain.images)
         self._nowait_reads = self._nowait_asked and self.host_cache and \
-            hasattr(os, "RWF_NOWAIT") and \
-            all(type(image).read_allocated_into is BlockDriver.read_allocated_into
-                for image in self.chain.images)
+            hasattr(os, "RWF_NOWAIT") and plain
+        # With the cache off, asynchronous reads go to the executor's host
+        # queue (io_uring), laid on the submitting thread: see _read_host.
+        self._host_reads = self._host_queue_asked and not self.host_cache and plain and \
+            self.io.host_queue is not None
 
     @classmethod
     def open(cls, path, read_only=False, format=None, resolver=None, shareable=False,
@@ -337,6 +349,7 @@ class BlockBackend(AsyncMedium):
             chain, self.chain = self.chain, None
             self._direct_files = []
             self._nowait_reads = False
+            self._host_reads = False
             chain.close()
         return chain.path
 
@@ -493,6 +506,72 @@ class BlockBackend(AsyncMedium):
             return True
         finally:
             lock.release_read()
+
+    def _read_host(self, request, callback):
+        """Lay a read of host cache off on the executor's host queue (no
+        thread hand-over to start it): True when laid.  The request lock is
+        held for reading until the last of its host reads completes (on the
+        host queue's thread).  False, with nothing done, sends the read to
+        the I/O threads: when the lock is wanted by a writer, the map fails
+        (the pool reports it), a hole of the host file would need the write
+        cache written out first, or the queue is full."""
+        lock = self._lock
+        if not lock.try_acquire_read():
+            return False
+        read = DirectRead(lambda error: self._host_read_done(request, callback, error))
+        try:
+            if self._plan_host_read(request, read):
+                if not read.ops:                   # holes only
+                    self._host_read_done(request, callback, None)
+                    return True
+                queue = self.io.host_queue
+                if read.lay(queue, self.io.host_done):
+                    queue.commit()
+                    return True
+        except DrivebayError:
+            pass
+        read.release()
+        lock.release_read()
+        return False
+
+    def _plan_host_read(self, request, read):
+        """Map ``request`` into ``read``'s host operations and fill its holes
+        with zeros; False when the read cannot go to the host queue."""
+        images = self.chain.images
+        if len(images) == 1 and type(images[0]) is RawDriver:
+            # The disk is the file byte for byte, and a hole of the file reads
+            # as zeros by itself: no map (SEEK_DATA/SEEK_HOLE cost more than
+            # the read on some file systems), and the write cache is laid over.
+            direct, at = images[0].file.direct, request.offset
+            if direct is None:
+                return False
+            for view in request.views:
+                read.add(direct, at, view)
+                at += len(view)
+            return True
+        plan, at = [], request.offset
+        with self._map_lock:
+            for view in request.views:
+                self._map(0, at, view, plan)
+                at += len(view)
+        holes = []
+        for image, ext, part in plan:
+            if image is None:
+                holes.append(part)
+            elif image.file.direct is None:
+                return False
+            else:
+                read.add(image.file.direct, ext.host_offset, part)
+        if holes and any(f.direct.dirty for f in self._direct_files):
+            return False
+        for part in holes:
+            _zero_fill(part)
+        return True
+
+    def _host_read_done(self, request, callback, error):
+        self._lock.release_read()
+        self._finish(request, callback, RequestDone(request) if error is None else
+                     RequestDone(request, error, errno_of(error)))
 
     def _map(self, level, offset, view, plan):
         """What ``Chain.readinto`` does, as a list of ``(image, extent, view)``

@@ -20,7 +20,10 @@ that finds several requests waiting serves them all and queues their
 completions together, and a thread that calls ``wait()`` with nothing else
 to do runs waiting requests itself.  BlockBackend adds a third: reads the
 host page cache already holds are done on the submitting thread with
-preadv2(RWF_NOWAIT), which never blocks.  ``InlineIo`` runs each request at
+preadv2(RWF_NOWAIT), which never blocks; and a fourth for the host cache
+off: reads are laid on the pool's host queue (``host_queue``, block/uring.py:
+io_uring, or worker threads where the kernel has none) on the submitting
+thread, many per system call, and one thread completes them in batches.  ``InlineIo`` runs each request at
 submission on the caller's thread but still delivers the completion only on
 ``poll_completions()``: deterministic, thread-free, for device unit tests
 (optionally in shuffled order, to exercise out-of-order completion).
@@ -48,8 +51,9 @@ Host I/O cache (VirtualBox: per controller, ``--hostiocache on|off``):
   A host file system that refuses O_DIRECT is named in an ImageError when
   the image is opened; the caller may open it again with the cache on.
 
-Not modelled: Linux native AIO or io_uring (the thread pool is what QEMU's
-``aio=threads`` and VirtualBox's failsafe manager do), QEMU's writethrough,
+Not modelled: Linux native AIO (reads of host cache off use io_uring,
+QEMU's ``aio=io_uring``; everything else runs on the thread pool, QEMU's
+``aio=threads`` and VirtualBox's failsafe manager), QEMU's writethrough,
 directsync and unsafe modes.
 """
 
@@ -71,7 +75,15 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from drivebay.block.uring import MAX_IOV, open_host_queue
 from drivebay.errors import ImageError
+
+try:
+    from drivebay.block._uring import address as _address
+except ImportError:
+    def _address(view):
+        at = buffer_address(view)
+        return 1 if at is None else at
 
 # -- constants ---------------------------------------------------------------------------
 
@@ -466,6 +478,104 @@ class DirectIO:
         self._pool.close()
 
 
+class DirectRead:
+    """The host reads of one read request with the host cache off, laid on a
+    host queue (block/uring.py) rather than run on an I/O thread.
+
+    ``add(direct, offset, view)`` plans reading ``view`` from ``offset`` of
+    ``direct``'s file as ``preadinto`` would: straight into ``view`` when
+    O_DIRECT allows it (pieces that continue each other in one file share
+    one operation), else through a bounce buffer; the write cache is laid
+    over what was read.  ``lay(queue, deliver)`` submits them with tokens
+    for ``deliver`` (the executor's completion path), and ``on_done(error)``
+    is called once all have completed: error None, or the ImageError of the
+    first that failed.  Short reads leave zeros, as at the end of a file."""
+
+    __slots__ = ("on_done", "ops", "left", "error")
+
+    def __init__(self, on_done):
+        self.on_done = on_done
+        self.ops = []          # [direct, buffers, file offset, length, bounce, pieces, cached]
+        self.left = 0
+        self.error = None
+
+    def add(self, direct, offset, view):
+        n, a = len(view), direct.align
+        ops = self.ops
+        if not offset % a and not n % a and not _address(view) % direct.mem_align:
+            last = ops[-1] if ops else None
+            if last is not None and last[0] is direct and last[4] is None and \
+                    last[2] + last[3] == offset and len(last[1]) < MAX_IOV:
+                last[1].append(view)
+                last[3] += n
+                last[5].append((offset, view))
+                return
+            ops.append([direct, [view], offset, n, None, [(offset, view)], direct._snapshot()])
+            return
+        a0, a1 = offset - offset % a, -(-(offset + n) // a) * a
+        buf = direct._pool.get(a1 - a0)
+        ops.append([direct, [memoryview(buf)[:a1 - a0]], a0, a1 - a0, buf, [(offset, view)],
+                    direct._snapshot()])
+
+    def lay(self, queue, deliver):
+        """Lay every operation on ``queue`` with the token ``(op_done, op)``;
+        ``deliver`` is the queue's ``on_complete``, called here for an
+        operation that finds the queue full after all (it is read on this
+        thread).  False (nothing laid) when the queue has no room for them all."""
+        ops = self.ops
+        if queue.space() < len(ops):
+            self.release()
+            return False
+        self.left = len(ops)
+        op_done = self.op_done
+        for op in ops:
+            fd = op[0].file.fd
+            if not queue.read(fd, op[1], op[2], (op_done, op)):
+                try:
+                    res = os.preadv(fd, op[1], op[2])
+                except OSError as e:
+                    res = -(e.errno or errno.EIO)
+                deliver([((op_done, op), res)])
+        return True
+
+    def op_done(self, op, res):
+        """One operation completed with ``res`` (bytes read, or minus an errno)."""
+        direct, _, at, _, bounce, pieces, cached = op
+        if res < 0:
+            if self.error is None:
+                self.error = direct._error(OSError(-res, os.strerror(-res)), "reading data", at)
+        else:
+            for offset, view in pieces:
+                n = len(view)
+                got = max(0, min(n, res - (offset - at)))
+                if bounce is not None:
+                    view[:got] = bounce[offset - at:offset - at + got]
+                if got < n:
+                    view[got:] = _ZEROS[:n - got] if n - got <= ZERO_CHUNK else bytes(n - got)
+                end = offset + n
+                for c_at, data in cached:
+                    lo, hi = max(offset, c_at), min(end, c_at + len(data))
+                    if lo < hi:
+                        view[lo - offset:hi - offset] = data[lo - c_at:hi - c_at]
+        if bounce is not None:
+            self._unbounce(op)
+        self.left -= 1
+        if not self.left:
+            self.on_done(self.error)
+
+    def release(self):
+        """Give back the bounce buffers of operations that were never laid."""
+        for op in self.ops:
+            if op[4] is not None:
+                self._unbounce(op)
+
+    @staticmethod
+    def _unbounce(op):
+        op[1][0].release()        # the view of the bounce buffer, which goes back to the pool
+        op[0]._pool.put(op[4])
+        op[4] = None
+
+
 # -- locks ------------------------------------------------------------------------------------
 
 class RWLock:
@@ -603,6 +713,10 @@ class _Completions:
         self._count_lock = threading.Lock()
         self._started = 0             # requests begun (``started()``) ...
         self._queued = 0              # ... and completions queued since
+        self._host_queue = None       # the host queue once opened
+        self._host_lock = threading.Lock()   # one host-queue batch completed at a time
+
+    host_queue = None          # IoThreads: reads of host cache off go there (block/uring.py)
 
     def _take_job(self):
         return None
@@ -643,6 +757,22 @@ class _Completions:
         self._count_queued(len(batch))
         self._wake()
 
+    def host_done(self, results):
+        """The host queue's ``on_complete``: ``results`` are ``((fn, arg),
+        result)``; each ``fn(arg, result)`` runs here and the completions
+        they queue are published together."""
+        local = self._local
+        with self._host_lock:
+            outer = getattr(local, "batch", None)
+            batch = local.batch = []
+            try:
+                for (fn, arg), res in results:
+                    fn(arg, res)
+            finally:
+                local.batch = outer
+                if batch:
+                    self._publish(batch)
+
     def _wake(self):
         if self._waiting:
             with self._cond:
@@ -663,9 +793,19 @@ class _Completions:
         how many were delivered."""
         done = self._done
         n = len(done) if limit is None else min(limit, len(done))
-        for _ in range(n):
-            callback, event = done.popleft()
-            callback(event)
+        host = self._host_queue
+        if host is None:
+            for _ in range(n):
+                callback, event = done.popleft()
+                callback(event)
+            return n
+        host.plug()              # what the callbacks submit goes to the kernel in one call
+        try:
+            for _ in range(n):
+                callback, event = done.popleft()
+                callback(event)
+        finally:
+            host.unplug()
         return n
 
     def wait(self, timeout=None):
@@ -710,17 +850,34 @@ class IoThreads(_Completions):
     must be thread-safe and quick.  ``help_when_waiting``: see ``wait()``."""
 
     def __init__(self, threads=DEFAULT_IO_THREADS, notify=None, name="drivebay-io",
-                 help_when_waiting=True):
+                 help_when_waiting=True, uring=None):
         super().__init__(notify)
         if threads < 1:
             raise ValueError("an I/O thread pool needs at least one thread")
         self.threads = threads
+        self.name = name
+        self.uring = uring            # None: io_uring unless DRIVEBAY_IO_URING=0 (block/uring.py)
+        self._host_open = threading.Lock()
+        self._closed = False
         self.help_when_waiting = help_when_waiting
         self._jobs = queue.SimpleQueue()
         self._workers = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
                          for i in range(threads)]
         for t in self._workers:
             t.start()
+
+    @property
+    def host_queue(self):
+        """The host queue (opened at first use): a RingQueue, or a
+        ThreadQueue of ``threads`` workers without io_uring."""
+        host = self._host_queue
+        if host is None:
+            with self._host_open:
+                if self._host_queue is None and not self._closed:
+                    self._host_queue = open_host_queue(self.host_done, threads=self.threads,
+                                                       uring=self.uring, name=self.name)
+                host = self._host_queue
+        return host
 
     def dispatch(self, fn, *args):
         self._jobs.put((fn, args))
@@ -768,6 +925,11 @@ class IoThreads(_Completions):
                 self._publish(batch)
 
     def close(self):
+        with self._host_open:
+            self._closed = True
+            host = self._host_queue
+        if host is not None:
+            host.close()         # its completions may still hand flushes to the workers
         for _ in self._workers:
             self._jobs.put(_STOP)
         for t in self._workers:

@@ -4,8 +4,10 @@ Each example sends batches of requests (reads, writes, zero writes, discards,
 flushes; unaligned, vectored, FUA) that are all in flight at once through an
 IoThreads pool, on raw, VDI, VHD and a differencing VDI chain, with the host
 cache on and off (and off with a write cache small enough that its
-background drains run alongside the requests).  Within a batch no write overlaps another request (their
-order would be the guest's race), so after each batch every read must have
+background drains run alongside the requests).  With the cache off, reads
+go to the pool's host queue: io_uring, and (on raw and the differencing
+chain) its thread fallback.  Within a batch no write overlaps another
+request (their order would be the guest's race), so after each batch every read must have
 returned the model's data and the model takes the batch's writes.  At the
 end the image, reopened, must equal the model and check clean.
 """
@@ -88,6 +90,15 @@ def pool():
     io.close()
 
 
+@pytest.fixture(scope="module")
+def thread_pool():
+    """Reads of host cache off through the host queue's thread fallback
+    (what a kernel without io_uring gets)."""
+    io = IoThreads(4, uring=False)
+    yield io
+    io.close()
+
+
 def overlaps(a, b):
     return a[0] < b[1] and b[0] < a[1]
 
@@ -98,6 +109,19 @@ def overlaps(a, b):
 @SETTINGS
 @given(plan=batches)
 def test_concurrent_requests_against_a_model(pool, fmt, cache, plan):
+    run_plan(pool, fmt, cache, plan)
+
+
+@pytest.mark.parametrize("cache", [False, 64 << 10], ids=["cache-off", "cache-off-small-write-cache"])
+@pytest.mark.parametrize("fmt", ["raw", "vdi-diff"])
+@SETTINGS
+@given(plan=batches)
+def test_host_queue_fallback_against_a_model(thread_pool, fmt, cache, plan):
+    assert thread_pool.host_queue.kind == "threads"
+    run_plan(thread_pool, fmt, cache, plan)
+
+
+def run_plan(pool, fmt, cache, plan):
     folder = _folder()
     try:
         path, model = make_image(folder, fmt)
