@@ -26,6 +26,7 @@ import errno
 import struct
 import threading
 import time
+import urllib.parse
 
 from drivebay.block.driver import BlockDriver, Extent, State
 from drivebay.block.iscsi_pdu import ProtocolError, encode_lun
@@ -64,14 +65,40 @@ def is_url(path):
     return isinstance(path, str) and path[:len(SCHEME)].lower() == SCHEME
 
 
+# Arguments after '?', as libiscsi's URLs take them (target_user and
+# target_password: the target's account for mutual CHAP), plus the
+# initiator's IQN; values are percent-encoded.
+URL_ARGUMENTS = ("target_user", "target_password", "initiator")
+
+
 def mask_url(url):
-    """``url`` with its password replaced by ``***`` (for messages and ``path``)."""
+    """``url`` with its passwords replaced by ``***`` (for messages and ``path``)."""
     rest = url[len(SCHEME):]
     authority, slash, path = rest.partition("/")
     userinfo, at, hostport = authority.rpartition("@")
     if at and "%" in userinfo:
         userinfo = userinfo.partition("%")[0] + "%***"
-    return f"{url[:len(SCHEME)]}{userinfo}{at}{hostport}{slash}{path}"
+    path, question, query = path.partition("?")
+    if question:
+        query = "&".join("target_password=***" if part.startswith("target_password=") else part
+                         for part in query.split("&"))
+    return f"{url[:len(SCHEME)]}{userinfo}{at}{hostport}{slash}{path}{question}{query}"
+
+
+def _url_arguments(url, query):
+    args = {}
+    for part in query.split("&") if query else ():
+        key, eq, value = part.partition("=")
+        if not eq or key not in URL_ARGUMENTS:
+            raise ConfigError(f"iSCSI URL {mask_url(url)}: unknown argument {key!r} (known: "
+                              f"{', '.join(URL_ARGUMENTS)})")
+        if key in args:
+            raise ConfigError(f"iSCSI URL {mask_url(url)}: argument {key!r} given twice")
+        args[key] = urllib.parse.unquote(value)
+    if ("target_user" in args) != ("target_password" in args):
+        raise ConfigError(f"iSCSI URL {mask_url(url)}: mutual CHAP needs both target_user "
+                          f"and target_password")
+    return args
 
 
 class IscsiUrl:
@@ -107,6 +134,11 @@ class IscsiUrl:
                 raise ConfigError(f"iSCSI URL {mask_url(url)}: the port {port!r} is not "
                                   f"a number from 1 to 65535")
         self.host, self.port = host, int(port) if port else DEFAULT_PORT
+        path, _, query = path.partition("?")
+        args = _url_arguments(url, query)
+        self.target_user = args.get("target_user")
+        self.target_password = args.get("target_password")
+        self.initiator = args.get("initiator")
         target, _, lun = path.rpartition("/")
         if not slash or not target:
             raise ConfigError(f"iSCSI URL {mask_url(url)}: the target name is missing "
@@ -136,9 +168,11 @@ class IscsiConnection:
         self.direct = None
         self.lun_field = encode_lun(url.lun)
         self.reconnects = 0
-        self._login_args = dict(user=url.user, password=url.password, target_user=target_user,
-                                target_password=target_password, timeout=timeout,
-                                initiator_name=initiator_name())
+        self._login_args = dict(user=url.user, password=url.password,
+                                target_user=target_user or url.target_user,
+                                target_password=target_password or url.target_password,
+                                timeout=timeout,
+                                initiator_name=url.initiator or initiator_name())
         self._relogin = threading.Lock()
         self._closed = False
         self.session = self._login()

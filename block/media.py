@@ -47,6 +47,7 @@ import os
 import shutil
 import tempfile
 import threading
+import urllib.parse
 import uuid as uuidlib
 from dataclasses import dataclass, field
 
@@ -85,7 +86,11 @@ ISCSI_PORT = 3260
 # The properties VirtualBox keeps for an iSCSI medium (its ISCSI backend's
 # configuration keys); drivebay reads the initiator's CHAP account from them.
 ISCSI_PROPERTIES = ("TargetAddress", "TargetName", "LUN", "InitiatorName",
-                    "InitiatorUsername", "InitiatorSecret")
+                    "InitiatorUsername", "InitiatorSecret", "TargetUsername", "TargetSecret")
+ISCSI_SECRETS = ("InitiatorSecret", "TargetSecret")
+# Properties the URL carries as arguments (block/iscsi.py URL_ARGUMENTS).
+ISCSI_URL_ARGUMENTS = (("target_user", "TargetUsername"), ("target_password", "TargetSecret"),
+                       ("initiator", "InitiatorName"))
 
 
 def default_home():
@@ -282,11 +287,15 @@ class Medium:
         initiator's CHAP account from the properties VirtualBox names."""
         if not self.is_network:
             return self.location
-        user = self.properties.get("InitiatorUsername")
-        if not user:
-            return self.location
+        props = self.properties
         scheme, rest = self.location.split("://", 1)
-        return f"{scheme}://{user}%{self.properties.get('InitiatorSecret', '')}@{rest}"
+        user = props.get("InitiatorUsername")
+        url = f"{scheme}://{user}%{props.get('InitiatorSecret', '')}@{rest}" if user \
+            else self.location
+        args = [(key, props[name]) for key, name in ISCSI_URL_ARGUMENTS if props.get(name)]
+        if args:
+            url += "?" + "&".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in args)
+        return url
 
     def require_file(self, action):
         if self.is_network:
@@ -809,7 +818,7 @@ class MediaRegistry:
         out = {"uuid": m.uuid, "parent": m.parent, "device": m.device, "location": m.location,
                "format": m.format, "type": m.type, "base_type": self.effective_type(m.uuid),
                "autoreset": m.autoreset, "description": m.description,
-               "properties": {k: "***" if k == "InitiatorSecret" else v
+               "properties": {k: "***" if k in ISCSI_SECRETS else v
                               for k, v in m.properties.items()}, "state": "created",
                "children": [c.uuid for c in self.children(m.uuid)],
                "in_use_by": [{"vm": n, "uuid": u, "where": w}

@@ -84,7 +84,7 @@ class Tgtd:
         return r.stdout
 
     def target(self, name, size=16 * MiB, content=None, readonly=False, thin=False,
-               users=(), outgoing=None, params=None, backing=None):
+               users=(), outgoing=None, params=None, backing=None, initiators=None):
         """A target with LUN 1 backed by a new file (or the existing file
         ``backing``); returns a Target."""
         tid = next(self._tids)
@@ -111,7 +111,10 @@ class Tgtd:
             self.adm("--op", "new", "--mode", "account", "--user", user, "--password", password)
             self.adm("--op", "bind", "--mode", "account", "--tid", tid, "--user", user,
                      "--outgoing")
-        self.adm("--op", "bind", "--mode", "target", "--tid", tid, "-I", "ALL")
+        if initiators is None:
+            self.adm("--op", "bind", "--mode", "target", "--tid", tid, "-I", "ALL")
+        for name in initiators or ():          # only these initiator IQNs may log in
+            self.adm("--op", "bind", "--mode", "target", "--tid", tid, "--initiator-name", name)
         return Target(self, tid, iqn, backing)
 
     def stop(self, sig=signal.SIGKILL):

@@ -367,6 +367,15 @@ def test_url_parts_and_password_masking():
         ("joe", "p@ss", "fe80::1", 3261, "iqn.2026-01.x:y", 3)
     assert u.masked == "iscsi://joe%***@[fe80::1]:3261/iqn.2026-01.x:y/3"
     assert IscsiUrl("iscsi://host/iqn.a/0").port == iscsi_session.DEFAULT_PORT
+    # libiscsi's arguments for mutual CHAP, and the initiator's IQN, percent-encoded.
+    u = IscsiUrl("iscsi://h/iqn.a/1?target_user=t&target_password=a%26b%2Fc&initiator=iqn.x:y")
+    assert (u.target_user, u.target_password, u.initiator, u.lun) == ("t", "a&b/c", "iqn.x:y", 1)
+    assert "a%26b" not in u.masked and "target_password=***" in u.masked
+    for bad, words in (("?foo=1", "unknown argument 'foo'"),
+                       ("?target_user=t", "needs both"),
+                       ("?initiator=a&initiator=b", "given twice")):
+        with pytest.raises(ConfigError, match=words):
+            IscsiUrl("iscsi://h/iqn.a/1" + bad)
 
 
 def test_open_chain_and_cli_info_and_convert(tgtd, tmp_path, capsys):

@@ -149,3 +149,32 @@ def test_iscsi_options_are_checked(tgtd, home, capsys, tmp_path):
         assert m.location == f"iscsi://127.0.0.1:{tgtd.port}/{t.iqn}/1"
         assert m.properties["InitiatorSecret"] == "pw-from-file1"
         assert m.properties["LUN"] == "1"
+
+
+def test_initiator_name_and_mutual_chap_from_the_medium(tgtd, home, capsys, monkeypatch):
+    """--initiator and the TargetUsername/TargetSecret properties reach the
+    login: a target that admits only one initiator IQN and checks its own
+    CHAP account (mutual) serves the VM."""
+    iqn = "iqn.2026-11.org.drivebay.test:vm-initiator"
+    t = tgtd.target("mutualvm", size=4 * MiB, content=counting_mbr(),
+                    users=[("erin", "erin-secret123")], outgoing=("tgt-erin", "tgt-secret123"),
+                    initiators=[iqn])
+    assert main(["vm", "create", "--name", "mu", "--ostype", "Ubuntu_64"]) == 0
+    code, _, err = attach_lun(capsys, "mu", t, tgtd.port, "erin", "erin-secret123")
+    assert code == 0, err
+    with home.locked():
+        uuid = home.find_vm("mu").config.attachment_at("SATA", 0, 0).medium
+    with pytest.raises(Exception, match="login refused"):      # not the admitted initiator
+        vmstart.start(Home(), "mu", timeout_s=5)
+    code, _, err = attach_lun(capsys, "mu", t, tgtd.port, "erin", "erin-secret123",
+                              "--initiator", iqn)
+    assert code == 0, err
+    for name, value in (("TargetUsername", "tgt-erin"), ("TargetSecret", "wrong-secret123")):
+        assert main(["mediumproperty", "disk", "set", uuid, name, value]) == 0
+    with pytest.raises(Exception, match="target failed mutual CHAP"):
+        vmstart.start(Home(), "mu", timeout_s=5)
+    assert main(["mediumproperty", "disk", "set", uuid, "TargetSecret", "tgt-secret123"]) == 0
+    code, out, _ = run_cli(capsys, "showmediuminfo", "disk", uuid)
+    assert "Property:       TargetSecret=***" in out.splitlines() and "tgt-secret123" not in out
+    counted_run(home, "mu", monkeypatch, ns=100_000_000)
+    assert lun_counter(t) > 0
