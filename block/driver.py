@@ -249,7 +249,12 @@ class BlockDriver:
         image; such an image refuses writes until repaired."""
         if writable and cls.read_only_format:
             raise UnsupportedOperation(f"{path}: {cls.format_name} images are read-only")
-        f = ImageFile(path, writable)
+        return cls._open_on(ImageFile(path, writable), writable, for_check)
+
+    @classmethod
+    def _open_on(cls, f, writable, for_check):
+        """The image read from ``f`` (an ImageFile, or what stands for one);
+        ``f`` is closed if that fails."""
         try:
             image = cls(f, writable)
             image.for_check = for_check

@@ -249,14 +249,7 @@ class IscsiDriver(BlockDriver):
         takes the target's account through ``target_user``/``target_password``."""
         url = IscsiUrl(path)
         conn = IscsiConnection(url, writable, timeout, target_user, target_password)
-        try:
-            image = cls(conn, writable)
-            image.for_check = for_check
-            image._open()
-        except BaseException:
-            conn.close()
-            raise
-        return image
+        return cls._open_on(conn, writable, for_check)
 
     def _open(self):
         self.variant = "iscsi"
