@@ -30,8 +30,8 @@ With the host cache off, reads go to the pool's host queue (io_uring, see
 block/uring.py); ``--uring off`` measures its thread fallback instead.
 With the host cache on, reads the page cache holds run on the submitting
 thread (preadv2 RWF_NOWAIT, see block/backend.py), so their figures do not
-depend on the thread count; ``--pool-reads`` also measures them through the
-I/O threads.
+depend on the thread count.  ``--pool-reads`` also measures every read
+through the I/O threads (no RWF_NOWAIT, no host queue).
 """
 
 import argparse
@@ -145,7 +145,7 @@ def main():
     ap.add_argument("--uring", choices=("on", "off"), default="on",
                     help="off: the host queue's thread fallback (reads of host cache off)")
     ap.add_argument("--pool-reads", action="store_true",
-                    help="also measure cache-on reads through the I/O threads only")
+                    help="also measure reads through the I/O threads only")
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", "/var/tmp"),
                     help="a disk-backed folder (O_DIRECT)")
     ap.add_argument("--out", default=benchlib.default_out("io_path"))
@@ -200,7 +200,7 @@ def bench_cell(img, fmt, cache, req, step, write, depth, count, variants, repeat
                     warm(img)
                 io = pools[threads]
                 with BlockBackend.open(img, read_only=not write, io=io, host_cache=cache,
-                                       nowait_reads=nowait) as b:
+                                       nowait_reads=nowait, host_queue=nowait) as b:
                     ours[(threads, nowait)].append(
                         drivebay_bench(b, io, req, step, depth, count, write,
                                        flush=write and not cache))

@@ -179,11 +179,25 @@ cdef extern from *:
         return *r->sq_tail - __atomic_load_n(r->sq_head, __ATOMIC_ACQUIRE);
     }
 
-    /* Wait, submitting what is left over (the GIL released around it). */
-    static int db_ring_wait(int fd, unsigned to_submit, unsigned min_complete) {
-        long n = syscall(__NR_io_uring_enter, fd, to_submit, min_complete,
-                         IORING_ENTER_GETEVENTS, 0, 0);
-        if (n < 0 && errno != EINTR)
+    /* Wait, submitting what is left over (the GIL released around it), at
+       most ``timeout_ns`` when that is not negative. */
+    static int db_ring_wait(int fd, unsigned to_submit, unsigned min_complete,
+                            long long timeout_ns) {
+        long n;
+        if (timeout_ns < 0) {
+            n = syscall(__NR_io_uring_enter, fd, to_submit, min_complete,
+                        IORING_ENTER_GETEVENTS, 0, 0);
+        } else {
+            struct __kernel_timespec ts;
+            struct io_uring_getevents_arg arg;
+            memset(&arg, 0, sizeof arg);
+            ts.tv_sec = timeout_ns / 1000000000LL;
+            ts.tv_nsec = timeout_ns % 1000000000LL;
+            arg.ts = (__u64)(unsigned long)&ts;
+            n = syscall(__NR_io_uring_enter, fd, to_submit, min_complete,
+                        IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof arg);
+        }
+        if (n < 0 && errno != EINTR && errno != ETIME)
             return -errno;
         return 0;
     }
@@ -232,7 +246,8 @@ cdef extern from *:
     io_uring_sqe *db_ring_next(db_ring *r, unsigned *slot)
     int db_ring_enter(db_ring *r, unsigned min_complete)
     unsigned db_ring_unsubmitted(db_ring *r)
-    int db_ring_wait(int fd, unsigned to_submit, unsigned min_complete) nogil
+    int db_ring_wait(int fd, unsigned to_submit, unsigned min_complete,
+                     long long timeout_ns) nogil
     unsigned db_ring_ready(db_ring *r)
     io_uring_cqe *db_ring_cqe(db_ring *r, unsigned i)
     void db_ring_seen(db_ring *r, unsigned n)
@@ -335,6 +350,14 @@ cdef class Ring:
             sqe.flags = IOSQE_IO_LINK
         self.r.laid += 1
 
+    def nop(self, unsigned long long tag):
+        """Lay an operation that does nothing (it completes at once: a way
+        to wake a thread waiting on the ring)."""
+        cdef unsigned slot
+        cdef io_uring_sqe *sqe = self._next(&slot)
+        sqe.user_data = tag
+        self.r.laid += 1
+
     def fdatasync(self, int fd, unsigned long long tag, bint link=False):
         """Lay an fdatasync of ``fd``.  After entries laid with ``link`` it
         starts only once they have completed (and fails if one failed)."""
@@ -362,16 +385,18 @@ cdef class Ring:
             raise _oserror(-n, "enter")
         return n
 
-    def wait(self, unsigned min_complete=1):
+    def wait(self, unsigned min_complete=1, timeout=None):
         """Sleep, without the GIL, until ``min_complete`` completions are
-        waiting (a signal may end it sooner).  Entries a ``submit`` left
-        with the kernel busy (EAGAIN, EBUSY) are submitted first."""
+        waiting or ``timeout`` seconds have passed (a signal may end it
+        sooner).  Entries a ``submit`` left with the kernel busy (EAGAIN,
+        EBUSY) are submitted first."""
         self._check()
         cdef int fd = self.r.fd
         cdef unsigned pending = db_ring_unsubmitted(&self.r)
+        cdef long long ns = -1 if timeout is None else max(0, <long long>(timeout * 1e9))
         cdef int rc
         with nogil:
-            rc = db_ring_wait(fd, pending, min_complete)
+            rc = db_ring_wait(fd, pending, min_complete, ns)
         if rc < 0:
             raise _oserror(-rc, "wait")
 

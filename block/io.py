@@ -777,6 +777,9 @@ class _Completions:
         if self._waiting:
             with self._cond:
                 self._cond.notify_all()
+        host = self._host_queue
+        if host is not None and host.waiters:
+            host.kick()
         notify = self.notify
         if notify is not None:
             notify()
@@ -825,6 +828,9 @@ class _Completions:
                 if self._done:
                     return True
                 job = self._take_job()
+        host = self._host_queue
+        if host is not None and host.can_wait_here and host.in_flight:
+            return self._wait_on_host(host, timeout)
         with self._cond:
             self._waiting += 1
             try:
@@ -837,6 +843,21 @@ class _Completions:
                 return True
             finally:
                 self._waiting -= 1
+
+    def _wait_on_host(self, host, timeout):
+        """``wait()`` while host operations are in flight: on the ring itself
+        (see RingQueue.wait_here); a completion queued by another thread
+        kicks it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done = self._done
+        while not done:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            if not host.in_flight:
+                return self.wait(left)
+            host.wait_here(left, done.__len__)
+        return True
 
     def close(self):
         if self._timer is not None:

@@ -18,7 +18,10 @@ Two kinds, with the same behaviour:
 * ``RingQueue``: Linux io_uring (block/_uring.pyx).  ``commit`` is one
   io_uring_enter for every operation laid; one thread sleeps in
   io_uring_enter (without the GIL) and reports every completion waiting
-  when it wakes.
+  when it wakes.  A thread with nothing to do until a completion (the CPU
+  loop in ``IoThreads.wait``) may wait on the ring itself (``wait_here``):
+  it then reports what completes, one wake-up instead of two, while the
+  ring's thread steps aside; ``kick()`` ends such a wait early.
 * ``ThreadQueue``: where the kernel has no io_uring or refuses it (ENOSYS;
   EPERM under a seccomp filter or ``kernel.io_uring_disabled``).  Worker
   threads each take their share of the queued operations per wake-up, run
@@ -70,6 +73,8 @@ class HostQueue:
     """What both kinds share: plugging, per thread."""
 
     kind = None
+    waiters = 0                # threads in ``wait_here``
+    can_wait_here = False
 
     def __init__(self, on_complete):
         self.on_complete = on_complete
@@ -104,10 +109,14 @@ class RingQueue(HostQueue):
     """A host queue on an io_uring (see the module docstring)."""
 
     kind = "io_uring"
+    can_wait_here = True
 
     def __init__(self, on_complete, entries=RING_ENTRIES, name="drivebay-hostq"):
         super().__init__(on_complete)
         self._ring = _uring.Ring(entries)
+        self._waiters_lock = threading.Lock()
+        self._aside = threading.Condition(self._waiters_lock)   # the reaper, while a thread waits here
+        self._here = 0                # threads in wait_here, sleeping or reporting
         self._tokens = {}
         self._tags = itertools.count(1)
         self._closed = False
@@ -133,7 +142,7 @@ class RingQueue(HostQueue):
         if not self.space():
             return False
         tag = next(self._tags)
-        self._tokens[tag] = token
+        self._tokens[tag] = (token, ())
         self._ring.fdatasync(fd, tag)
         return True
 
@@ -141,7 +150,7 @@ class RingQueue(HostQueue):
         if not self.space():
             return False
         tag = next(self._tags)
-        self._tokens[tag] = token
+        self._tokens[tag] = (token, views)      # the buffers live until the completion
         try:
             how(fd, views, offset, tag)
         except BaseException:
@@ -153,18 +162,62 @@ class RingQueue(HostQueue):
         if self._ring.laid:
             self._ring.submit()
 
+    @property
+    def in_flight(self):
+        """Operations laid and not completed."""
+        return len(self._tokens)
+
+    def wait_here(self, timeout, ready):
+        """Wait on the ring on this thread, at most ``timeout`` seconds
+        (None: no limit), unless ``ready()`` already says there is no need,
+        and report what completed on this thread: for a thread that has
+        nothing to do until a completion, one wake-up instead of the
+        reaping thread's and then its own.  ``kick()`` ends the wait."""
+        with self._waiters_lock:
+            self.waiters += 1
+            self._here += 1
+        try:
+            try:
+                if not ready():
+                    self._ring.wait(1, timeout)
+            finally:
+                with self._waiters_lock:
+                    self.waiters -= 1
+            self._report()
+        finally:
+            with self._waiters_lock:
+                self._here -= 1
+                if not self._here:
+                    self._aside.notify()
+
+    def kick(self):
+        """End the waits of threads in ``wait_here`` (a no-op completes)."""
+        if self._ring.space():
+            self._ring.nop(0)
+            self._ring.submit()
+
+    def _report(self):
+        tokens = self._tokens
+        results = []
+        for tag, res in self._ring.reap():
+            laid = tokens.pop(tag, None)
+            if laid is not None:
+                results.append((laid[0], res))
+        if results:
+            self.on_complete(results)
+
     def _reap(self):
         ring, tokens = self._ring, self._tokens
         while True:
             ring.wait(1)
-            done = ring.reap()
-            results = []
-            for tag, res in done:
-                token = tokens.pop(tag, None)
-                if token is not None:
-                    results.append((token, res))
-            if results:
-                self.on_complete(results)
+            if self._here:
+                # A thread waits on the ring: it reports what completes (and
+                # the no-op a kick adds must stay for it).  Step aside.
+                with self._waiters_lock:
+                    while self._here and not self._closed:
+                        self._aside.wait()
+                continue
+            self._report()
             if self._closed and not tokens:
                 return
 
@@ -174,9 +227,9 @@ class RingQueue(HostQueue):
             return
         self.submit()
         self._closed = True
-        # Wake the reaper with a no-op of our own: an fdatasync of the ring's
-        # own descriptor fails at once (EINVAL) and carries no token.
-        self._ring.fdatasync(self._ring.fd, 0)
+        with self._waiters_lock:
+            self._aside.notify()
+        self._ring.nop(0)              # wakes the reaper; it carries no token
         self._ring.submit()
         if self._thread is not threading.current_thread():
             self._thread.join()

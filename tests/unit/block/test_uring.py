@@ -6,6 +6,7 @@ import errno
 import mmap
 import os
 import threading
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,9 +14,10 @@ from hypothesis import strategies as st
 
 from drivebay.block import uring
 from drivebay.block.backend import BlockBackend
-from drivebay.block.io import IoThreads, Op, Request, mount_fstype
+from drivebay.block.io import IoThreads, Op, Request
 from drivebay.block.raw import RawDriver
 from drivebay.block.vdi import VdiDriver
+from test_io import disk_dir, run  # noqa: F401 (a fixture), E402
 
 KINDS = [True, False]
 KIND_IDS = ["io_uring", "threads"]
@@ -254,28 +256,19 @@ def test_this_kernel_gives_io_uring():
 # -- host cache off: BlockBackend's reads on the host queue --------------------------------------
 
 @pytest.fixture
-def disk_dir(tmp_path):
-    if mount_fstype(str(tmp_path)) not in ("tmpfs", "ramfs"):
-        return str(tmp_path)
-    pytest.fail("tmp_path is on a tmpfs: set DRIVEBAY_DISK_TMP or TMPDIR to a disk")
-
-
-@pytest.fixture
 def pool(kind):
     io = IoThreads(2, uring=kind)
     yield io
     io.close()
 
 
-def run(backend, *requests):
-    io = backend.io
-    done = {}
-    for r in requests:
-        backend.submit(r, lambda d, r=r: done.__setitem__(id(r), d))
-    while len(done) < len(requests):
-        io.wait(5)
-        io.poll_completions()
-    return [done[id(r)] for r in requests]
+def filled_raw(disk_dir, data):
+    """A raw image of 1 MiB holding ``data`` (one byte repeated, or 1 MiB)."""
+    path = os.path.join(disk_dir, "d.raw")
+    RawDriver.create(path, 1 << 20)
+    with open(path, "r+b") as f:
+        f.write(data * (1 << 20) if len(data) == 1 else data)
+    return path
 
 
 def counting(io):
@@ -292,11 +285,8 @@ def counting(io):
 
 
 def test_reads_with_the_cache_off_go_to_the_host_queue(disk_dir, pool):
-    path = os.path.join(disk_dir, "d.raw")
-    RawDriver.create(path, 1 << 20)
     data = os.urandom(1 << 20)
-    with open(path, "r+b") as f:
-        f.write(data)
+    path = filled_raw(disk_dir, data)
     counts = counting(pool)
     with BlockBackend.open(path, io=pool, host_cache=False) as b:
         aligned = mmap.mmap(-1, 8192)
@@ -313,10 +303,7 @@ def test_reads_with_the_cache_off_go_to_the_host_queue(disk_dir, pool):
 
 
 def test_cached_writes_are_read_back_through_the_host_queue(disk_dir, pool):
-    path = os.path.join(disk_dir, "d.raw")
-    RawDriver.create(path, 1 << 20)
-    with open(path, "r+b") as f:
-        f.write(b"\x11" * (1 << 20))
+    path = filled_raw(disk_dir, b"\x11")
     with BlockBackend.open(path, io=pool, host_cache=False) as b:
         counts = counting(pool)
         assert run(b, Request(Op.WRITE, 1000, (b"\x22" * 5000,)))[0].ok
@@ -328,10 +315,7 @@ def test_cached_writes_are_read_back_through_the_host_queue(disk_dir, pool):
 
 
 def test_a_read_submitted_before_a_write_returns_the_old_data(disk_dir, pool):
-    path = os.path.join(disk_dir, "d.raw")
-    RawDriver.create(path, 1 << 20)
-    with open(path, "r+b") as f:
-        f.write(b"\x33" * (1 << 20))
+    path = filled_raw(disk_dir, b"\x33")
     with BlockBackend.open(path, io=pool, host_cache=False) as b:
         for _ in range(20):
             buf = bytearray(65536)
@@ -347,10 +331,7 @@ def test_a_read_submitted_before_a_write_returns_the_old_data(disk_dir, pool):
 def test_reads_past_the_end_of_a_shrunk_file_are_zeros(disk_dir, pool):
     """A short read (the file ends inside the request) leaves zeros, as
     the I/O threads' reads do."""
-    path = os.path.join(disk_dir, "d.raw")
-    RawDriver.create(path, 1 << 20)
-    with open(path, "r+b") as f:
-        f.write(b"\x55" * (1 << 20))
+    path = filled_raw(disk_dir, b"\x55")
     with BlockBackend.open(path, io=pool, host_cache=False, lock=False) as b:
         os.truncate(path, 10000)                  # behind the backend's back
         buf, odd = bytearray(16384), bytearray(5000)
@@ -390,3 +371,77 @@ def test_a_failing_file_fails_only_its_requests(disk_dir, pool):
         assert good == b"\x77" * 65536 and also == b"\x77" * 4096
         assert not done[1].ok and done[1].errno == errno.EIO
         assert parent_file.path in str(done[1].error)
+
+
+# -- a thread waiting on the ring ------------------------------------------------------------
+
+def test_a_waiting_thread_reports_on_the_ring_itself():
+    """``wait_here`` reports completions on the waiting thread; the ring's
+    own thread steps aside meanwhile."""
+    threads = []
+    collector = Collector()
+
+    def on_complete(results):
+        threads.append(threading.current_thread())
+        collector(results)
+    q = uring.open_host_queue(on_complete, uring=True)
+    r, w = os.pipe()
+    try:
+        buf = bytearray(5)
+        assert q.read(r, [buf], 0, "pipe")      # in flight until the pipe has data
+        q.commit()
+        q.wait_here(0.01, lambda: False)          # nothing completes: a timeout
+        assert q.in_flight == 1 and not collector.results
+        writer = threading.Thread(target=write_once_waiting, args=(q, w, b"hello"))
+        writer.start()
+        while not collector.results:
+            q.wait_here(None, lambda: False)
+        writer.join()
+        assert collector.results == {"pipe": 5} and buf == b"hello"
+        assert threads == [threading.current_thread()]
+    finally:
+        q.close()
+        os.close(r)
+        os.close(w)
+
+
+def write_once_waiting(q, fd, data):
+    """Write ``data`` to ``fd`` once a thread sleeps in ``q.wait_here``."""
+    for _ in range(10_000):
+        if q.waiters:
+            break
+        time.sleep(0.001)
+    os.write(fd, data)
+
+
+def test_a_completion_from_the_pool_ends_a_wait_on_the_ring(disk_dir):
+    """While a thread waits on the ring (a read of a pipe stays in flight),
+    a completion the I/O threads queue (a write) kicks it awake."""
+    io = IoThreads(2, uring=True)
+    r, w = os.pipe()
+    buf = bytearray(1)
+    try:
+        q = io.host_queue
+        assert q.read(r, [buf], 0, (lambda arg, res: None, None))
+        q.commit()
+        path = os.path.join(disk_dir, "d.raw")
+        RawDriver.create(path, 1 << 20)
+        with BlockBackend.open(path, io=io, host_cache=False) as b:
+            done, woken = [], []
+            waiter = threading.Thread(target=lambda: woken.append(io.wait(None)))
+            waiter.start()
+            for _ in range(10_000):               # until the waiter sleeps on the ring
+                if q.waiters:
+                    break
+                time.sleep(0.001)
+            assert q.waiters == 1
+            b.submit(Request(Op.WRITE, 0, (b"x" * 4096,)), done.append)
+            waiter.join(60)                       # no hang: the kick ended the wait
+            assert not waiter.is_alive() and woken == [True]
+            io.poll_completions()
+            assert done[0].ok
+    finally:
+        os.write(w, b"!")                         # let the pipe read finish
+        io.close()
+        os.close(r)
+        os.close(w)
