@@ -443,8 +443,8 @@ class DirectIO:
                 return
             a0, a1 = offset - offset % a, -(-end // a) * a
             buf = self._pool.get(a1 - a0)
+            mv = memoryview(buf)
             try:
-                mv = memoryview(buf)
                 file_size = None
                 if offset > a0 or end < a1:
                     file_size = self._fstat_size()
@@ -460,6 +460,7 @@ class DirectIO:
                     # the aligned write ran past the intended end of the file
                     os.ftruncate(fd, max(file_size, end))
             finally:
+                mv.release()                 # the pool may close the buffer
                 self._pool.put(buf)
         except OSError as e:
             raise self._error(e, f"writing {what}", offset) from None

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from drivebay.block import io as io_mod
 from drivebay.block.backend import BlockBackend, MemoryBackend
 from drivebay.block.chain import Chain, open_chain
 from drivebay.block.driver import ImageFile
@@ -597,3 +598,24 @@ def test_busy_counts_requests_whose_completion_is_not_queued(disk_dir, io_thread
     io_threads.poll_completions()
     assert sorted(e.ok for e in got) == [False, True]
     b.close()
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_bounce_buffers_beyond_the_pool_are_freed(disk_dir, monkeypatch, readonly):
+    """A bounce buffer the pool does not keep is closed after the transfer,
+    with no view of it left open (a BufferError from a drain thread before)."""
+    monkeypatch.setattr(io_mod, "BOUNCE_KEEP", 0)
+    path = os.path.join(disk_dir, "bounce.raw")
+    with open(path, "wb") as f:
+        f.write(bytes(MiB))
+    f = ImageFile(path, writable=not readonly)
+    f.set_host_cache(False, cache_bytes=0)
+    try:
+        if not readonly:
+            f.pwrite(100, b"x" * 5000)                   # unaligned: through a bounce buffer
+        got = bytearray(6000)
+        f.preadinto(50, memoryview(got)[1:])             # unaligned view: bounced too
+        want = bytes(50) + (b"x" * 5000 if not readonly else bytes(5000)) + bytes(949)
+        assert bytes(got[1:]) == want[:5999]
+    finally:
+        f.close()
