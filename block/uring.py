@@ -25,7 +25,8 @@ Two kinds, with the same behaviour:
 * ``ThreadQueue``: where the kernel has no io_uring or refuses it (ENOSYS;
   EPERM under a seccomp filter or ``kernel.io_uring_disabled``).  Worker
   threads each take their share of the queued operations per wake-up, run
-  them with preadv/pwritev/fdatasync and report them together.
+  them with preadv/pwritev/fdatasync and report them together; a thread in
+  ``wait_here`` runs one itself.
 
 ``open_host_queue`` picks the ring when the kernel gives one, unless
 ``uring=False`` or the environment says ``DRIVEBAY_IO_URING=0``.
@@ -242,6 +243,7 @@ class ThreadQueue(HostQueue):
     it when it is the only one idle), runs it and reports it in one call."""
 
     kind = "threads"
+    can_wait_here = True
 
     def __init__(self, on_complete, threads=4, name="drivebay-hostq"):
         super().__init__(on_complete)
@@ -249,7 +251,8 @@ class ThreadQueue(HostQueue):
             raise ValueError("a host queue needs at least one thread")
         self._laid = []
         self._queued = []
-        self._cond = threading.Condition(threading.Lock())
+        self._cond = threading.Condition(threading.Lock())       # the workers wait on it
+        self._kicked = threading.Condition(self._cond._lock)      # a thread in wait_here
         self._idle = 0
         self._closed = False
         self._busy = 0
@@ -264,6 +267,38 @@ class ThreadQueue(HostQueue):
     @property
     def laid(self):
         return len(self._laid)
+
+    @property
+    def in_flight(self):
+        return len(self._laid) + len(self._queued) + self._busy
+
+    def wait_here(self, timeout, ready):
+        """Run one queued operation on this thread (no hand-over to a
+        worker), or sleep until ``kick()`` or ``timeout`` when none waits."""
+        cond = self._cond
+        with cond:
+            if self._queued:
+                op = self._queued.pop(0)
+                self._busy += 1
+            else:
+                op = None
+                self.waiters += 1
+                try:
+                    if not ready():
+                        self._kicked.wait(timeout)
+                finally:
+                    self.waiters -= 1
+        if op is not None:
+            try:
+                results = [(op[4], run_op(op))]
+            finally:
+                with cond:
+                    self._busy -= 1
+            self.on_complete(results)
+
+    def kick(self):
+        with self._cond:
+            self._kicked.notify_all()
 
     def read(self, fd, views, offset, token):
         return self._lay((READ, fd, views, offset, token))

@@ -445,3 +445,45 @@ def test_a_completion_from_the_pool_ends_a_wait_on_the_ring(disk_dir):
         io.close()
         os.close(r)
         os.close(w)
+
+
+def test_a_waiting_thread_runs_a_queued_operation_without_io_uring(tmp_path, monkeypatch):
+    """The thread fallback: a thread in ``wait_here`` runs an operation no
+    worker has taken yet itself, and a ``kick`` ends a wait with none queued."""
+    threads = []
+    collector = Collector()
+    gate, taken = threading.Event(), threading.Event()
+    run_op = uring.run_op
+
+    def gated(op):                                  # the worker's operation waits for the gate
+        if op[4] == "gate":
+            taken.set()
+            gate.wait(60)
+        return run_op(op)
+    monkeypatch.setattr(uring, "run_op", gated)
+
+    def on_complete(results):
+        threads.append(threading.current_thread())
+        collector(results)
+    q = uring.open_host_queue(on_complete, threads=1, uring=False)
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        assert q.fdatasync(fd, "gate")              # the one worker holds on to it
+        q.commit()
+        assert taken.wait(60)
+        data = bytearray(b"queued")
+        assert q.write(fd, [data], 0, "file")
+        q.commit()
+        assert q.in_flight == 2
+        q.wait_here(None, lambda: False)             # runs the write here
+        assert collector.results == {"file": 6} and threads == [threading.current_thread()]
+        kicker = threading.Thread(target=lambda: (gate.set(), collector.wait_for(2), q.kick()))
+        kicker.start()
+        q.wait_here(None, lambda: len(collector.results) == 2)   # nothing queued: until the kick
+        kicker.join()
+        assert collector.results["gate"] == 0
+    finally:
+        gate.set()
+        q.close()
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == b"queued"
