@@ -82,7 +82,14 @@ class BmdmaChannel:
     # -- register bytes -------------------------------------------------------------
 
     def _get(self, register):
-        return {regs.BMIC: self.command, regs.BMIS: self.status, regs.BMIDTP: self.prd_table}[register]
+        # By identity: hashing a Register (a dataclass) costs more than the access.
+        if register is regs.BMIC:
+            return self.command
+        if register is regs.BMIS:
+            return self.status
+        if register is regs.BMIDTP:
+            return self.prd_table
+        raise KeyError(register.name)
 
     def read_byte(self, register, index):
         return self._get(register) >> (8 * index) & 0xFF
