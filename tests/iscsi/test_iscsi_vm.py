@@ -4,6 +4,7 @@ real target (tgtd): a guest counts in a disk sector through INT 13h on an
 AHCI disk that is an iSCSI LUN; snapshots put a VDI over the LUN and
 deleting them merges back into it; clonemedium copies the LUN to a file."""
 
+import os
 import sys
 import time
 
@@ -148,6 +149,8 @@ def test_iscsi_options_are_checked(tgtd, home, capsys, tmp_path):
         m = home.media.get(home.find_vm("o").config.attachment_at("SATA", 1, 0).medium)
         assert m.location == f"iscsi://127.0.0.1:{tgtd.port}/{t.iqn}/1"
         assert m.properties["InitiatorSecret"] == "pw-from-file1"
+        # The registry holding the secret is its owner's alone, as VirtualBox.xml is.
+        assert os.stat(home.media.path).st_mode & 0o077 == 0
         assert m.properties["LUN"] == "1"
 
 
