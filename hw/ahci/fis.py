@@ -8,6 +8,9 @@ Host", "DMA Setup - Device to Host or Host to Device", "PIO Setup - Device
 to Host").  Little-endian throughout; sizes checked at import.
 """
 
+import collections
+import struct
+
 from drivebay.hw.ata.taskfile import Register as TF
 from drivebay.layout import Layout
 
@@ -124,3 +127,41 @@ TASKFILE_FIELDS = (
     (TF.LBA_MID, "LBA_MID", "LBA_MID_EXP"),
     (TF.LBA_HIGH, "LBA_HIGH", "LBA_HIGH_EXP"),
 )
+
+
+# -- Per-command decoding -----------------------------------------------------------------
+# The command path runs for every command a guest issues, so it decodes the
+# command header and PRDs with plain structs into tuples (no Record per
+# structure) and addresses FIS bytes by the offsets of the Layouts above.
+# Each struct is checked against its Layout at import.
+CommandHeader = collections.namedtuple("CommandHeader", "DW0 PRDTL PRDBC CTBA CTBAU")
+HEADER_WORDS = struct.Struct("<HHIII")
+PRD_WORDS = struct.Struct("<IIII")             # DBA, DBAU, reserved, DW3
+
+
+def _check_prefix(words, layout, fields):
+    """``words`` decodes ``fields``, the first fields of ``layout``, in order."""
+    at = 0
+    for field, code in zip(fields, words.format.lstrip("<")):
+        if layout.offsets[field] != at:
+            raise AssertionError(f"{layout.name}: {field} at {layout.offsets[field]}, decoder has {at}")
+        at += struct.calcsize("<" + code)
+
+
+_check_prefix(HEADER_WORDS, COMMAND_HEADER, CommandHeader._fields)
+_check_prefix(PRD_WORDS, PRD, PRD.fields)
+assert PRD_WORDS.size == PRD.size
+
+
+def byte_offsets(layout, names):
+    """Offsets of one-byte fields ``names`` of ``layout`` (for indexing raw FIS bytes)."""
+    return tuple(layout.offsets[name] for name in names)
+
+
+# (register, offset of its current byte, offset of its previous byte) in each
+# FIS; a D2H FIS carries no Features.
+H2D_TASKFILE = tuple((reg,) + byte_offsets(REG_H2D, (cur, prev)) for reg, cur, prev in TASKFILE_FIELDS)
+D2H_TASKFILE = tuple((reg,) + byte_offsets(REG_D2H, (cur, prev)) for reg, cur, prev in TASKFILE_FIELDS[1:])
+H2D_TYPE, H2D_PM_C, H2D_COMMAND, H2D_DEVICE, H2D_CONTROL = byte_offsets(
+    REG_H2D, ("FIS_TYPE", "PM_C", "COMMAND", "DEVICE", "CONTROL"))
+D2H_PM_I, D2H_STATUS, D2H_ERROR, D2H_DEVICE = byte_offsets(REG_D2H, ("PM_I", "STATUS", "ERROR", "DEVICE"))

@@ -51,6 +51,7 @@ ConfigError unless the attachment is hot-pluggable), ``insert``/``eject``
 change the medium of a CD/DVD drive (with asynchronous notification).
 """
 
+from drivebay import trace
 from drivebay.errors import ConfigError
 from drivebay.hw.ahci import regs as R
 from drivebay.hw.ahci import trace as T
@@ -72,6 +73,9 @@ LEGACY_BARS = ((0, 8), (1, 4), (2, 8), (3, 4), (4, 16))   # (BAR, bytes)
 VERSION = 0x00010300             # VS: AHCI 1.3
 POLL_INTERVAL_NS = 20_000        # virtual time between polls of in-flight NCQ requests
 NS_PER_MS = 1_000_000
+# RegisterFile.values keys of the registers read on every interrupt update.
+_IS, _GHC, _CCC_CTL, _CCC_PORTS = R.IS.offset, R.GHC.offset, R.CCC_CTL.offset, R.CCC_PORTS.offset
+_PxIS, _PxIE = R.PxIS.offset, R.PxIE.offset
 
 
 def capabilities(ports):
@@ -117,10 +121,14 @@ class AhciHba(PciDevice):
         return (self.regs[R.CCC_CTL] & R.CCC_EN) and self.regs[R.CCC_PORTS] >> port.index & 1
 
     def _pending_ports(self):
+        # Runs on every interrupt update: register values read by offset.
+        values = self.regs.values
+        coalesced = values[_CCC_PORTS] if values[_CCC_CTL] & R.CCC_EN else 0
         pending = 0
         for port in self.ports:
-            cause = port.regs[R.PxIS] & port.regs[R.PxIE]
-            if self._ccc_port(port):
+            port_values = port.regs.values
+            cause = port_values[_PxIS] & port_values[_PxIE]
+            if cause and coalesced >> port.index & 1:
                 # §11: completions of a coalesced port raise no port interrupt.
                 cause &= ~R.IS_COMPLETIONS
             if cause:
@@ -129,17 +137,17 @@ class AhciHba(PciDevice):
 
     def port_interrupt(self, port, bits):
         """``port`` set PxIS ``bits``."""
-        self.update_irq(new_event=bool(bits & port.regs[R.PxIE]))
+        self.update_irq(new_event=bool(bits & port.regs.values[_PxIE]))
 
     def update_irq(self, new_event=False):
         """IS from the ports' causes; INTA#/MSI from IS and GHC.IE."""
-        self.regs[R.IS] = self.regs[R.IS] | self._pending_ports()
-        level = bool(self.regs[R.IS]) and bool(self.regs[R.GHC] & R.GHC_IE)
+        values = self.regs.values
+        is_ = values[_IS] = values[_IS] | self._pending_ports()
+        level = bool(is_) and bool(values[_GHC] & R.GHC_IE)
         if level and (new_event or not self.irq_level) and self.msi.enabled:
             self.msi_notify(0)
-        if level != self.irq_level:
-            T.event("ahci_hba_irq", hba=self.label, level="raised" if level else "cleared",
-                    is_=self.regs[R.IS])
+        if level != self.irq_level and trace.on.irq:
+            T.event("ahci_hba_irq", hba=self.label, level="raised" if level else "cleared", is_=is_)
         self.irq_level = level
         self.set_irq(level)
 
@@ -179,9 +187,12 @@ class AhciHba(PciDevice):
     def poll_io(self):
         """Deliver the completions of the drives' in-flight requests (the seam
         for the machine's own polling of the I/O executor)."""
+        for port in self.ports:
+            if port.inflight():
+                break
+        else:
+            return False                  # the common case, before every register read
         busy = [p for p in self.ports if p.inflight()]
-        if not busy:
-            return False
         polled = set()
         for port in busy:
             device = port.device
@@ -200,10 +211,11 @@ class AhciHba(PciDevice):
     # -- register access (ABAR) ----------------------------------------------------------------------
 
     def _port_at(self, offset):
-        where = R.port_register_at(offset)
-        if where is None or where[0] >= len(self.ports):
+        """(port, offset in its registers) for an ABAR offset at or above PORT_BASE."""
+        index, rel = divmod(offset - R.PORT_BASE, R.PORT_STRIDE)
+        if index >= len(self.ports):
             return None, 0
-        return self.ports[where[0]], offset - R.PORT_BASE - where[0] * R.PORT_STRIDE
+        return self.ports[index], rel
 
     def abar_read(self, offset, size):
         if size == 8:

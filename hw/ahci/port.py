@@ -67,7 +67,6 @@ from drivebay.hw.ata.taskfile import (
 )
 from drivebay.hw.ata.transport import AtaTransport
 from drivebay.hw.dma import DmaError
-from drivebay.layout import Record
 
 QUEUE_DEPTH = 32                 # CAP.NCS + 1 command slots, and so NCQ tags
 ISS = 2                          # CAP.ISS: Gen 2 (3 Gbps), as VirtualBox
@@ -78,7 +77,8 @@ MAX_PRDTL = 0xFFFF               # PRDTL is 16 bits: the walk is bounded by it
 SATA_GEN1, SATA_GEN2, SATA_NCQ = 1 << 1, 1 << 2, 1 << 8
 SATA_FEATURE_AN_BIT = 1 << 5     # words 78/79 bit 5: asynchronous notification
 # A D2H Register FIS with only its type set: each FIS posted starts from a copy.
-_D2H_BLANK = F.REG_D2H.defaults(FIS_TYPE=F.FIS_TYPE_REG_D2H)
+_TFD = R.PxTFD.offset            # RegisterFile.values keys of the registers the command path uses
+_D2H_BLANK = F.REG_D2H.pack(F.REG_D2H.defaults(FIS_TYPE=F.FIS_TYPE_REG_D2H))
 
 
 class PortPhase(enum.Enum):
@@ -146,11 +146,11 @@ class PrdtCursor:
                     raw = self.memory.read(self.table + F.PRD.size * self.index, F.PRD.size)
                 except DmaError as e:
                     raise _PrdError(R.IS_HBFS, f"PRD {self.index} fetch: {e}") from None
-                prd = F.PRD.unpack(raw)
-                address = prd.DBAU << 32 | prd.DBA & F.PRD_DBA_MASK
+                dba, dbau, _, dw3 = F.PRD_WORDS.unpack(raw)
+                address = dbau << 32 | dba & F.PRD_DBA_MASK
                 # §4.2.3.3: DBC bit 0 "must always be 1": the count is even.
-                length = (prd.DW3 & F.PRD_DBC_MASK | 1) + 1
-                self.region = (address, length, bool(prd.DW3 & F.PRD_I))
+                length = (dw3 & F.PRD_DBC_MASK | 1) + 1
+                self.region = (address, length, bool(dw3 & F.PRD_I))
             address, length, irq = self.region
             n = min(left, length - self.offset)
             try:
@@ -278,20 +278,25 @@ class AhciPort(AtaTransport):
 
     def _post_d2h(self, irq):
         tf = self.device.taskfile
-        record = Record(_D2H_BLANK, PM_I=F.FLAG_I if irq else 0, STATUS=tf.status,
-                        ERROR=tf.error, DEVICE=tf.device)
+        fis = bytearray(_D2H_BLANK)
+        fis[F.D2H_PM_I] = F.FLAG_I if irq else 0
+        fis[F.D2H_STATUS] = tf.status
+        fis[F.D2H_ERROR] = tf.error
+        fis[F.D2H_DEVICE] = tf.device
         cur, prev = tf.cur, tf.prev
-        for register, cur_field, prev_field in F.TASKFILE_FIELDS[1:]:
-            record[cur_field] = cur[register]
-            record[prev_field] = prev[register]
+        for register, cur_at, prev_at in F.D2H_TASKFILE:
+            fis[cur_at] = cur[register]
+            fis[prev_at] = prev[register]
         if self.sig_pending:
             # §3.3.9: PxSIG holds the signature of the first D2H Register FIS
             # after a reset (Count, LBA Low, LBA Mid, LBA High).
             self.sig_pending = False
             self.regs[R.PxSIG] = (tf.cur[TF.LBA_HIGH] << 24 | tf.cur[TF.LBA_MID] << 16
                                   | tf.cur[TF.LBA_LOW] << 8 | tf.cur[TF.COUNT])
-        T.event("ahci_fis_d2h", port=self.label, status=tf.status, error=tf.error, irq=" I" if irq else "")
-        self._post_fis(F.RX_RFIS, F.REG_D2H.pack(record), R.IS_DHRS, irq)
+        if trace.on.dev:
+            T.event("ahci_fis_d2h", port=self.label, status=tf.status, error=tf.error,
+                    irq=" I" if irq else "")
+        self._post_fis(F.RX_RFIS, fis, R.IS_DHRS, irq)
         self._set_tfd(tf.status, tf.error)
 
     def _post_pio_setup(self, to_host, irq, status, e_status, count):
@@ -501,9 +506,10 @@ class AhciPort(AtaTransport):
     def _read_header(self, slot):
         address = self._clb() + F.COMMAND_HEADER.size * slot
         try:
-            return F.COMMAND_HEADER.unpack(self.memory.read(address, F.COMMAND_HEADER.size))
+            raw = self.memory.read(address, F.COMMAND_HEADER.size)
         except DmaError as e:
             raise _PrdError(R.IS_HBFS, f"command header {slot} at {address:#x}: {e}") from None
+        return F.CommandHeader._make(F.HEADER_WORDS.unpack_from(raw))
 
     def _can_issue(self):
         if self.phase is not PortPhase.IDLE or not self.link_up or self.device is None:
@@ -539,43 +545,48 @@ class AhciPort(AtaTransport):
             self._fatal(R.IS_HBFS, f"command table of slot {slot}: {e}")
             return
         self.header = header
-        cfis = F.REG_H2D.unpack(raw)
+        # The command FIS's bytes are read by their Layout offsets (fis.py).
+        fis_type = raw[F.H2D_TYPE]
         cfl = header.DW0 & F.CH_CFL
-        if cfis.FIS_TYPE != F.FIS_TYPE_REG_H2D or not F.REG_H2D.size // 4 <= cfl <= F.CFL_MAX:
+        if fis_type != F.FIS_TYPE_REG_H2D or not F.REG_H2D.size // 4 <= cfl <= F.CFL_MAX:
             self._serror(R.SERR_ERR_P)
-            self._fatal(R.IS_IFS, f"slot {slot}: command FIS type {cfis.FIS_TYPE:#04x} "
+            self._fatal(R.IS_IFS, f"slot {slot}: command FIS type {fis_type:#04x} "
                                   f"length {cfl} dwords is not a Register H2D FIS")
             return
         self.cursor = PrdtCursor(self.memory, table + F.CT_PRDT, header.PRDTL)
         # The HBA sets BSY as it sends the command FIS.
-        self.regs[R.PxTFD] = self.regs[R.PxTFD] | STATUS_BSY
-        if not cfis.PM_C & F.H2D_C:
-            self._control(cfis, header)
+        values = self.regs.values
+        values[_TFD] |= STATUS_BSY
+        if not raw[F.H2D_PM_C] & F.H2D_C:
+            self._control(raw[F.H2D_CONTROL], header)
             return
+        command = raw[F.H2D_COMMAND]
         if trace.on.dev:
-            T.event("ahci_cmd_issue", port=self.label, slot=slot, command=cfis.COMMAND,
+            T.event("ahci_cmd_issue", port=self.label, slot=slot, command=command,
                     prdtl=header.PRDTL, flags=(" ATAPI" if header.DW0 & F.CH_A else "")
                     + (" W" if header.DW0 & F.CH_W else ""))
         device = self.device
         tf = device.taskfile
-        for register, cur, prev in F.TASKFILE_FIELDS:
-            tf.load(register, cfis[cur], cfis[prev])
-        tf.write(TF.DEVICE, cfis.DEVICE)
-        device.execute(cfis.COMMAND)
+        cur, prev = tf.cur, tf.prev
+        for register, cur_at, prev_at in F.H2D_TASKFILE:
+            cur[register] = raw[cur_at]
+            prev[register] = raw[prev_at]
+        tf.write(TF.DEVICE, raw[F.H2D_DEVICE])
+        device.execute(command)
         self._run_device()
 
-    def _control(self, cfis, header):
-        """A Register H2D FIS with C clear: the Device Control register."""
+    def _control(self, control, header):
+        """A Register H2D FIS with C clear: ``control``, the Device Control register."""
         device = self.device
         was_reset = device.srst
-        device.set_device_control(cfis.CONTROL)
-        T.event("ahci_cmd_control", port=self.label, slot=self.slot, control=cfis.CONTROL,
+        device.set_device_control(control)
+        T.event("ahci_cmd_control", port=self.label, slot=self.slot, control=control,
                 flags=" (clear busy on R_OK)" if header.DW0 & F.CH_C else "")
-        if was_reset and not cfis.CONTROL & DEVCTL_SRST:
+        if was_reset and not control & DEVCTL_SRST:
             # The device leaves its software reset with a D2H FIS: signature.
             self.sig_pending = True
             self._post_d2h(False)
-        elif cfis.CONTROL & DEVCTL_SRST and not header.DW0 & F.CH_C:
+        elif control & DEVCTL_SRST and not header.DW0 & F.CH_C:
             return                        # BSY and the PxCI bit stay: the device answers nothing
         else:
             # §4.2.2 C: "clear PxTFD.STS.BSY and PxCI.CI(pIssueSlot) after

@@ -53,6 +53,7 @@ ROM_SLOT = 6                     # index of the ROM window in the mapping arrays
 BAR_NAMES = ("BAR0", "BAR1", "BAR2", "BAR3", "BAR4", "BAR5", "ROM")
 _BARS_START = BAR_REGISTERS[0].offset
 _BARS_LENGTH = BAR_REGISTERS[-1].offset + BAR_REGISTERS[-1].width - _BARS_START
+assert STS_INTERRUPT_STATUS < 0x100, "set_irq writes STATUS's low byte"
 
 
 class BarKind(enum.Enum):
@@ -492,8 +493,18 @@ class PciDevice:
         """
         assert self.identity.interrupt_pin, f"{self.name} declares no INTx pin"
         level = bool(level)
+        # STATUS.INTERRUPT_STATUS lives in STATUS's low byte.
+        data = self.config.data
+        status = data[STATUS.offset]
+        if level:
+            data[STATUS.offset] = status | STS_INTERRUPT_STATUS
+        else:
+            data[STATUS.offset] = status & ~STS_INTERRUPT_STATUS
+        if level == self._intx_level:
+            # The pin follows COMMAND and the message capabilities through
+            # _config_changed; with the request unchanged nothing else can move it.
+            return
         self._intx_level = level
-        self.config.set_bits(STATUS, STS_INTERRUPT_STATUS, level)
         self._update_intx()
 
     def _update_intx(self):

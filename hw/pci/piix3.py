@@ -92,7 +92,7 @@ class Piix3(PciDevice):
 
     def route(self, pirq):
         """The ISA IRQ PIRQ ``pirq`` (0 = PIRQA#) is routed to, or None."""
-        value = self.config.get(PIRQRC[pirq].offset, 1)
+        value = self.config.data[PIRQRC[pirq].offset]
         if value & IRQROUTEN.mask:
             return None
         irq = IRQROUTE.get(value)
@@ -103,25 +103,39 @@ class Piix3(PciDevice):
 
     def pirq_changed(self, pirq, level):
         self._pirq_levels[pirq] = level
-        self._update_isa_irqs()
+        # The routes have not moved since the last full update (a PIRQRC
+        # write makes one), so only the IRQ this PIRQ routes to can change:
+        # it is the wired OR of the PIRQs routed to it.
+        irq = self.route(pirq)
+        if irq is None:
+            return
+        wanted = any(asserted and self.route(other) == irq
+                     for other, asserted in enumerate(self._pirq_levels))
+        if wanted != self._isa_levels[irq]:
+            self._drive(irq, wanted)
 
     def _update_isa_irqs(self):
         wanted = [False] * ISA_IRQS
-        for pirq in range(PIRQ_COUNT):
-            if self._pirq_levels[pirq]:
+        for pirq, asserted in enumerate(self._pirq_levels):
+            if asserted:
                 irq = self.route(pirq)
                 if irq is not None:
                     wanted[irq] = True
+        if wanted == self._isa_levels:
+            return
         # Lower before raising, so a line being rerouted is never seen on two
         # IRQs at once.
         for level in (False, True):
             for irq in range(ISA_IRQS):
                 if wanted[irq] == level and self._isa_levels[irq] != level:
-                    self._isa_levels[irq] = level
-                    if trace.on.irq:
-                        trace.emit("irq", f"{self.label} ISA IRQ{irq} {'raised' if level else 'lowered'}")
-                    if self.isa_irq is not None:
-                        self.isa_irq(irq, level)
+                    self._drive(irq, level)
+
+    def _drive(self, irq, level):
+        self._isa_levels[irq] = level
+        if trace.on.irq:
+            trace.emit("irq", f"{self.label} ISA IRQ{irq} {'raised' if level else 'lowered'}")
+        if self.isa_irq is not None:
+            self.isa_irq(irq, level)
 
     def config_written(self, offset, size, old, new):
         first, last = PIRQRC[0].offset, PIRQRC[-1].offset
