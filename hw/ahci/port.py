@@ -78,6 +78,7 @@ SATA_GEN1, SATA_GEN2, SATA_NCQ = 1 << 1, 1 << 2, 1 << 8
 SATA_FEATURE_AN_BIT = 1 << 5     # words 78/79 bit 5: asynchronous notification
 # A D2H Register FIS with only its type set: each FIS posted starts from a copy.
 _TFD = R.PxTFD.offset            # RegisterFile.values keys of the registers the command path uses
+assert R.TFD_STS.lsb == 0 and R.TFD_STS.mask == 0xFF
 _D2H_BLANK = F.REG_D2H.pack(F.REG_D2H.defaults(FIS_TYPE=F.FIS_TYPE_REG_D2H))
 
 
@@ -485,8 +486,9 @@ class AhciPort(AtaTransport):
             self._refresh()
             return
         self.regs.bits(R.PxSACT, tags, False)
-        T.event("ahci_fis_sdb", port=self.label, tags=tags, status=status, error=error,
-                sact=self.regs[R.PxSACT])
+        if trace.on.dev:
+            T.event("ahci_fis_sdb", port=self.label, tags=tags, status=status, error=error,
+                    sact=self.regs[R.PxSACT])
         dps, self._ncq_interrupts = self._ncq_interrupts & tags, self._ncq_interrupts & ~tags
         self._post_sdb(status, error, tags)
         # PxTFD.STS bits 6:4 and 2:0 (Status-Hi/Lo) and PxTFD.ERR come from the SDB FIS.
@@ -515,7 +517,7 @@ class AhciPort(AtaTransport):
         if self.phase is not PortPhase.IDLE or not self.link_up or self.device is None:
             return False
         # §5.3 (P:Idle): no command FIS is sent while PxTFD.STS.BSY or DRQ is set.
-        return not R.TFD_STS.get(self.regs[R.PxTFD]) & (STATUS_BSY | STATUS_DRQ)
+        return not self.regs.values[_TFD] & (STATUS_BSY | STATUS_DRQ)    # TFD_STS: bits 7:0
 
     def _process(self):
         """Issue the commands waiting in PxCI, one at a time."""

@@ -514,12 +514,13 @@ class AtaDevice:
             self.addressing = Addressing.CHS
             self._finish(ERROR_IDNF)
             return None
-        if lba + count > self.sectors:
+        sectors = self.sectors
+        if lba + count > sectors:
             # ACS-3 §6.3.5: IDNF "the address ... is outside the range of
             # user-accessible addresses"; the LBA field gives the first one.
-            first_bad = max(lba, self.sectors)
+            first_bad = max(lba, sectors)
             trace.guest_error(self.label, f"{row.name}: lba {lba}+{count} past the end "
-                                          f"({self.sectors} sectors): IDNF")
+                                          f"({sectors} sectors): IDNF")
             self.sectors_left = count
             self._fail_at(ERROR_IDNF, first_bad)
             return None

@@ -46,6 +46,8 @@ PIRQRC = tuple(Register(0x60 + n, 1, f"PIRQRC{'ABCD'[n]}", reset=0x80, fields=_P
                for n in range(PIRQ_COUNT))
 IRQROUTE = _PIRQRC_FIELDS[0]
 IRQROUTEN = _PIRQRC_FIELDS[1]
+_ROUTE_DISABLED, _ROUTE_IRQ = IRQROUTEN.mask, IRQROUTE.mask    # route() runs on every PIRQ change
+assert IRQROUTE.lsb == 0
 
 PIIX3_REGISTERS = (
     # PCICMD reset 0007h: I/O, memory and bus master are hardwired on.
@@ -93,9 +95,9 @@ class Piix3(PciDevice):
     def route(self, pirq):
         """The ISA IRQ PIRQ ``pirq`` (0 = PIRQA#) is routed to, or None."""
         value = self.config.data[PIRQRC[pirq].offset]
-        if value & IRQROUTEN.mask:
+        if value & _ROUTE_DISABLED:
             return None
-        irq = IRQROUTE.get(value)
+        irq = value & _ROUTE_IRQ
         return None if irq in RESERVED_IRQS else irq
 
     def isa_level(self, irq):
@@ -109,8 +111,12 @@ class Piix3(PciDevice):
         irq = self.route(pirq)
         if irq is None:
             return
-        wanted = any(asserted and self.route(other) == irq
-                     for other, asserted in enumerate(self._pirq_levels))
+        wanted = level
+        if not wanted:
+            for other, asserted in enumerate(self._pirq_levels):
+                if asserted and self.route(other) == irq:
+                    wanted = True
+                    break
         if wanted != self._isa_levels[irq]:
             self._drive(irq, wanted)
 
