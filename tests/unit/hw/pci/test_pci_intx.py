@@ -106,6 +106,39 @@ def test_rerouting_moves_an_asserted_line(board):
     assert board.isa[-1] == (5, False)
 
 
+def test_repeated_requests_make_no_edges(board):
+    # A device re-driving the level it already drives changes no line; STATUS
+    # and the Interrupt Disable gate still follow.
+    route(board, [0x80, 0x80, 0x0B, 0x80])
+    probe = board.plug_probe(slot=3)
+    probe.set_irq(True)
+    probe.set_irq(True)
+    assert board.isa == [(11, True)]
+    board.cfg_write(3, 0, 0x04, 2, 0x0400)        # COMMAND.Interrupt Disable
+    probe.set_irq(True)
+    assert board.isa == [(11, True), (11, False)]
+    assert board.cfg_read(3, 0, 0x06, 2) & 0x0008
+    board.cfg_write(3, 0, 0x04, 2, 0x0000)
+    probe.set_irq(False)
+    probe.set_irq(False)
+    assert board.isa == [(11, True), (11, False), (11, True), (11, False)]
+    assert board.cfg_read(3, 0, 0x06, 2) & 0x0008 == 0
+
+
+def test_rerouted_line_drops_on_its_new_irq(board):
+    route(board, [0x80, 0x80, 0x0B, 0x0B])
+    a = board.plug_probe(slot=3)                  # PIRQC#
+    b = board.plug_probe(slot=4)                  # PIRQD#
+    a.set_irq(True)
+    b.set_irq(True)
+    board.cfg_write(1, 0, 0x62, 1, 0x05)          # PIRQC# -> IRQ5; PIRQD# keeps IRQ11 up
+    assert board.isa == [(11, True), (5, True)]
+    a.set_irq(False)
+    assert board.isa[-1] == (5, False) and board.piix3.isa_level(11)
+    b.set_irq(False)
+    assert board.isa == [(11, True), (5, True), (5, False), (11, False)]
+
+
 @pytest.mark.parametrize("reserved", [0x00, 0x01, 0x02, 0x08, 0x0D])
 def test_reserved_irq_values_route_nowhere(board, reserved):
     route(board, [0x80, 0x80, reserved, 0x80])
