@@ -273,7 +273,17 @@ class BlockBackend(AsyncMedium):
 
     @property
     def size(self):
-        return self.chain.size
+        chain = self.chain
+        return chain.size if chain is not None else self._detached_size
+
+    def _images(self):
+        """The chain, or the error a request gets while there is none
+        (detached for a live change that could not open the new images)."""
+        chain = self.chain
+        if chain is None:
+            raise _refusal(ImageError, f"{self.name}: the medium's images are closed (a live "
+                                       f"change of them failed)", errno.EIO)
+        return chain
 
     @property
     def sectors(self):
@@ -288,28 +298,28 @@ class BlockBackend(AsyncMedium):
 
     def readinto(self, offset, view):
         view = memoryview(view).cast("B")
-        self.chain.top.check_range(offset, len(view))
+        self._images().top.check_range(offset, len(view))
         self._read(offset, view)
 
     def write(self, offset, data):
         if self.read_only:
             raise UnsupportedOperation(f"{self.name}: medium is read-only")
-        self._exclusive(self.chain.write, offset, data)
+        self._exclusive(self._images().write, offset, data)
 
     def write_zeroes(self, offset, length):
         if self.read_only:
             raise UnsupportedOperation(f"{self.name}: medium is read-only")
-        self._exclusive(self.chain.write_zeroes, offset, length)
+        self._exclusive(self._images().write_zeroes, offset, length)
 
     def discard(self, offset, length):
         if self.read_only:
             raise UnsupportedOperation(f"{self.name}: medium is read-only")
         if self.discard_enabled:
-            self._exclusive(self.chain.discard, offset, length)
+            self._exclusive(self._images().discard, offset, length)
 
     def flush(self):
         if not self.read_only:
-            self._exclusive(self.chain.flush)
+            self._exclusive(self._images().flush)
 
     def close(self):
         """Wait for every request, drain the write cache, release the images.
@@ -347,6 +357,7 @@ class BlockBackend(AsyncMedium):
                 self.chain.flush()
         finally:
             chain, self.chain = self.chain, None
+            self._detached_size = chain.size
             self._direct_files = []
             self._nowait_reads = False
             self._host_reads = False
@@ -369,6 +380,14 @@ class BlockBackend(AsyncMedium):
             raise
 
     # -- the work ------------------------------------------------------------------------
+
+    def _refuse(self, request):
+        if self.chain is None:
+            try:
+                self._images()
+            except ImageError as e:
+                return e
+        return AsyncMedium._refuse(self, request)
 
     def _serve(self, request, callback):
         """Reads run on any I/O thread.  Everything else needs the chain to

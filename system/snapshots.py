@@ -49,7 +49,7 @@ from drivebay.block.drivers import driver_for, open_image
 from drivebay.block.chain import open_chain
 from drivebay.block.locking import ImageLockedError, image_locking
 from drivebay.block.throttle import BandwidthGroup, Limits
-from drivebay.errors import ConfigError, MediaError
+from drivebay.errors import ConfigError, DrivebayError, MediaError
 from drivebay.system.layer_copy import copy_layer
 from drivebay.system.vm import (Snapshot, Vm, drop_diff, is_implicit_diff, is_running,
                                 machine_devices, now_iso, require_stopped)
@@ -474,23 +474,33 @@ class Session:
         return MediaError(f"Cannot power on '{self.vm.name}': medium '{m.location}' "
                           f"({base_type}) is in use by another running VM or process: {e}")
 
+    def _open_chain(self, a, media):
+        """The chain of attachment ``a``'s medium, its images locked."""
+        m, base_type, read_only = self._medium_of(a, media)
+        try:
+            with image_locking(shareable=base_type == "shareable"):
+                chain = open_chain(m.open_location, writable=not read_only, format=m.format,
+                                   resolver=media.resolver)
+        except ImageLockedError as e:
+            raise self._locked_out(m, base_type, e) from None
+        return chain, read_only
+
     def open_backend(self, a, media=None):
         """A BlockBackend for the medium of attachment ``a`` (which locks its
         images), on the session's I/O executor and bandwidth groups.
         ``media``: the registry to find it in (default the home's)."""
-        media = media or self.home.media
-        m, base_type, read_only = self._medium_of(a, media)
+        chain, read_only = self._open_chain(a, media or self.home.media)
         optical = a.type == "dvddrive"
         try:
-            return BlockBackend.open(
-                m.open_location, read_only=read_only, format=m.format, resolver=media.resolver,
-                shareable=base_type == "shareable", discard=a.discard,
+            return BlockBackend(
+                chain, read_only=read_only, discard=a.discard,
                 non_rotational=a.non_rotational, name=f"{a.controller}-{a.port}-{a.device}",
                 sector_size=OPTICAL_SECTOR if optical else DISK_SECTOR,
                 host_cache=self.vm.config.controller(a.controller).host_io_cache or optical,
                 bandwidth_group=self.bandwidth_groups.get(a.bandwidth_group), io=self.io)
-        except ImageLockedError as e:
-            raise self._locked_out(m, base_type, e) from None
+        except BaseException:
+            chain.close()
+            raise
 
     def _open_media(self):
         """Open every attached medium as a BlockBackend (which locks it)."""
@@ -511,22 +521,15 @@ class Session:
     def _reattach_media(self):
         """Give every open backend the chain its attachment names now (after a
         snapshot put differencing images on top)."""
-        media = self.home.media
         failures = []
         for a in self.vm.config.attachments:
             backend = self.backends.get(a.slot)
             if backend is None or backend.chain is not None:
                 continue
-            m, base_type, read_only = self._medium_of(a)
             try:
-                with image_locking(shareable=base_type == "shareable"):
-                    chain = open_chain(m.open_location, writable=not read_only, format=m.format,
-                                       resolver=media.resolver)
-                backend.attach_chain(chain)
-            except ImageLockedError as e:
-                failures.append(self._locked_out(m, base_type, e))
-            except MediaError as e:
-                failures.append(e)
+                backend.attach_chain(self._open_chain(a, self.home.media)[0])
+            except DrivebayError as e:
+                failures.append(e)           # that disk answers EIO; the others go on
         if failures:
             raise failures[0]
 

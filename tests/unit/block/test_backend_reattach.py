@@ -1,6 +1,7 @@
 """BlockBackend.detach_chain/attach_chain: the images under a running
 device change (a live snapshot) while the backend object stays."""
 
+import errno
 import os
 
 import pytest
@@ -10,7 +11,7 @@ from drivebay.block.chain import open_chain
 from drivebay.block.drivers import driver_for
 from drivebay.block.io import IoThreads, Op, Request
 from drivebay.block.locking import image_locking
-from drivebay.errors import ConfigError
+from drivebay.errors import ConfigError, ImageError
 
 MiB = 1 << 20
 
@@ -61,11 +62,23 @@ def test_attach_on_a_backend_that_has_images_is_refused(tmp_path):
             backend.attach_chain(open_chain(raw))
 
 
-def test_a_detached_backend_closes_cleanly(tmp_path):
+def test_a_detached_backend_refuses_requests_and_closes_cleanly(tmp_path):
     raw = str(tmp_path / "d.raw")
     with open(raw, "wb") as f:
         f.truncate(MiB)
     backend = BlockBackend.open(raw)
     backend.detach_chain()
+    # A device that still talks to it (a live change whose new images did
+    # not open) gets EIO, and the size it had.
+    assert backend.size == MiB
+    done = []
+    backend.submit(Request(Op.READ, 0, [bytearray(512)]), done.append)
+    backend.poll_completions()
+    assert [d.errno for d in done] == [errno.EIO]
+    for call in (lambda: backend.readinto(0, bytearray(512)), lambda: backend.write(0, b"x"),
+                 backend.flush):
+        with pytest.raises(ImageError, match="images are closed") as e:
+            call()
+        assert e.value.errno == errno.EIO
     backend.close()
     assert os.path.getsize(raw) == MiB
