@@ -33,6 +33,7 @@ SUFFIX = ".ctl"
 MAX_REQUEST = 64 * 1024          # a request line longer than this is refused
 READ_TIMEOUT_S = 5.0             # a client that connects and says nothing is dropped
 PAUSE_POLL_S = 0.05              # how often a paused VM looks at Ctrl-C
+BUILT_IN = ("pause", "resume", "poweroff")     # what the server does itself
 
 
 def socket_path(vm):
@@ -115,6 +116,7 @@ class ControlServer:
         conn.settimeout(READ_TIMEOUT_S)
         try:
             line = _read_line(conn)
+            conn.settimeout(None)       # answers and progress may take as long as the work
             try:
                 request = json.loads(line)
                 if not isinstance(request, dict) or not isinstance(request.get("op"), str):
@@ -122,17 +124,15 @@ class ControlServer:
             except ValueError as e:
                 reply = {"ok": False, "error": f"bad request: {e}"}
             else:
-                conn.settimeout(None)
                 reply = self._run(request.pop("op"), request, lambda m: _send(conn, m))
-            conn.settimeout(None)
             _send(conn, reply)
         except (OSError, ConfigError):
             pass                                        # the client went away
 
     def _run(self, op, args, send):
-        if op not in self.handlers and op not in ("pause", "resume", "poweroff"):
+        if op not in self.handlers and op not in BUILT_IN:
             return {"ok": False, "error": f"unknown operation {op!r} (known: "
-                    f"{', '.join(sorted({*self.handlers, 'pause', 'resume', 'poweroff'}))})"}
+                    f"{', '.join(sorted({*self.handlers, *BUILT_IN}))})"}
         job = _Job(op, args)
         self._jobs.put(job)
         while not job.done.wait(0.1):
@@ -161,6 +161,8 @@ class ControlServer:
     def service(self, interrupted=None):
         """Run the queued requests; while paused, wait for more.  Returns True
         when the VM is to power off.  ``interrupted()`` (Ctrl-C) ends a pause."""
+        if not self.paused and self._jobs.empty():      # every slice: the usual answer
+            return self.poweroff_requested
         while True:
             try:
                 job = self._jobs.get(block=self.paused, timeout=PAUSE_POLL_S)
