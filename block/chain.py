@@ -24,9 +24,13 @@ MAX_FOLDER_SEARCH = 512     # files examined when looking for a parent by UUID b
 
 
 class Chain:
-    def __init__(self, images):
+    def __init__(self, images, locations=None):
+        """``locations``: what each image was opened from (open_chain's; an
+        image's ``path`` may be masked, as an iSCSI URL without its secret)."""
         assert images
         self.images = list(images)
+        self.locations = list(locations) if locations is not None else \
+            [image.path for image in self.images]
         for level, image in enumerate(self.images[:-1]):
             image.backing_read = self._reader(level + 1)
 
@@ -164,6 +168,7 @@ def _search_folder(child):
 def open_chain(path, writable=False, format=None, resolver=None):
     """Open ``path`` and every parent it names, checking the links."""
     images = [open_image(path, writable=writable, format=format)]
+    locations = [path]
     seen = {os.path.realpath(path)}
     try:
         while images[-1].has_parent:
@@ -177,6 +182,7 @@ def open_chain(path, writable=False, format=None, resolver=None):
             seen.add(real)
             parent = open_image(where)
             images.append(parent)
+            locations.append(where)
             if child.parent_uuid not in (None, NULL_UUID) and parent.uuid is not None \
                     and parent.uuid != child.parent_uuid:
                 raise ChainError(f"{child.path}: records parent UUID {child.parent_uuid} but "
@@ -185,4 +191,4 @@ def open_chain(path, writable=False, format=None, resolver=None):
         for image in images:
             image.close()
         raise
-    return Chain(images)
+    return Chain(images, locations)

@@ -18,7 +18,6 @@ leaves a chain that still reads the same content.
 import os
 
 from drivebay.block.chain import Chain, open_chain
-from drivebay.block.chain import parent_path as find_parent
 from drivebay.block.driver import State
 from drivebay.block.drivers import open_image
 from drivebay.errors import ChainError
@@ -57,9 +56,7 @@ def merge_into_parent(child_path, resolver=None, progress=None):
     with open_chain(child_path, resolver=resolver) as chain:
         if len(chain.images) < 2:
             raise ChainError(f"{child_path}: has no parent to merge into")
-        # Found again rather than taken from the open image, whose ``path``
-        # may be masked (an iSCSI URL without its CHAP secret).
-        parent_path = find_parent(chain.images[0], resolver)
+        parent_path = chain.locations[1]
     # The parent is opened with its own parents so that a differencing parent
     # can copy up the rest of a block it does not hold yet (backing_read).
     with open_image(child_path) as child, \
