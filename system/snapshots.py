@@ -455,9 +455,8 @@ class Session:
                               f"(locked by another session)") from None
         self._run_fd = fd
 
-    def _medium_of(self, a, media=None):
+    def _medium_of(self, a, media):
         """The registered medium attached at ``a``, and how to open it."""
-        media = media or self.home.media
         m = media.get(a.medium)
         if m is None:
             raise MediaError(f"VM '{self.vm.name}': medium {a.medium} at {a.controller} port "
